@@ -1,0 +1,59 @@
+# chimed: `make run` starts the daemon on the embedded Chime service; `make test` installs
+# everything (Debian packages where apt exists, a virtualenv, pip and npm packages) and tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins jq
+PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
+ARGS ?=
+
+.PHONY: run test bench lint proto proto-check deps system-deps clean
+
+run: deps
+	$(BIN)/chimed $(ARGS)
+
+test: deps
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: deps
+	$(BIN)/python -m bench $(ARGS)
+
+lint: deps
+	$(BIN)/ruff check daemon tests bench clients/python/chime/client.py
+	$(BIN)/ruff format --check daemon tests bench clients/python/chime/client.py
+	$(BIN)/mypy daemon/chimed clients/python/chime/client.py
+
+# Regenerate the Python stubs (committed in clients/python) from protos/.
+proto: $(VENV)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=clients/python --grpc_python_out=clients/python \
+	  --mypy_out=clients/python --mypy_grpc_out=clients/python $(PROTOS)
+
+# CI: the committed stubs must be exactly what `make proto` writes.
+proto-check: proto
+	git diff --exit-code -- clients/python
+	test -z "$$(git status --porcelain -- clients/python)"
+
+deps: system-deps $(VENV)/.installed
+
+# Debian packages, installed only when missing and only where apt exists and we are root.
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "note: missing system packages (install them yourself): $$missing"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info
