@@ -4,11 +4,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins jq
+APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins jq chromium
 PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
 ARGS ?=
 
-.PHONY: run test bench lint proto proto-check deps system-deps clean
+.PHONY: run test bench lint proto proto-check deps system-deps web clean
 
 run: deps
 	$(BIN)/chimed $(ARGS)
@@ -35,7 +35,7 @@ proto-check: proto
 	git diff --exit-code -- clients/python
 	test -z "$$(git status --porcelain -- clients/python)"
 
-deps: system-deps $(VENV)/.installed
+deps: system-deps $(VENV)/.installed web
 
 # Debian packages, installed only when missing and only where apt exists and we are root.
 system-deps:
@@ -55,5 +55,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# The embedded service's meeting page: amazon-chime-sdk-js bundled by esbuild into dist/.
+WEB := daemon/chimed/embedded/web
+NPM_FLAGS := --no-audit --no-fund --prefer-offline --loglevel=error
+
+web: $(WEB)/dist/.built
+
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(wildcard $(WEB)/package-lock.json)
+	cd $(WEB) && if [ -f package-lock.json ]; then npm ci $(NPM_FLAGS); else npm install $(NPM_FLAGS); fi
+	touch $@
+
+$(WEB)/dist/.built: $(WEB)/node_modules/.installed $(WEB)/build.mjs $(wildcard $(WEB)/src/*)
+	cd $(WEB) && node build.mjs
+	touch $@
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(WEB)/node_modules $(WEB)/dist
