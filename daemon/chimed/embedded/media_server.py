@@ -1,0 +1,225 @@
+"""The embedded media server: one aiortc peer connection per attendee session.
+
+The server never offers; it answers each SUBSCRIBE's offer (a re-offer renegotiates the same
+peer connection). Audio is sendrecv: the attendee's track is consumed (its first frame makes
+the attendee present) and pushed to the meeting's mixer; the attendee receives one track,
+`ListenerTrack`, that pulls its next 20 ms from the mixer. Video m-lines are answered
+inactive until video forwarding exists.
+
+The mixer is the seam for real mixing: `Mixer.push` takes a speaker's decoded frames,
+`Mixer.pull` gives a listener's next chunk of PCM. `SilenceMixer` is the stand-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
+
+from chimed.media.ice import rtc_configuration
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000
+PTIME = 0.020
+SAMPLES_PER_FRAME = int(SAMPLE_RATE * PTIME)
+
+
+class Mixer(Protocol):
+    """One meeting's audio: speakers' frames in, each listener's PCM out (keys: stream ids)."""
+
+    def push(self, speaker: int, frame: AudioFrame) -> None: ...
+
+    def pull(self, listener: int, samples: int) -> bytes | None:
+        """`samples` of s16 mono 48 kHz PCM for this listener, or None for silence."""
+        ...
+
+    def remove(self, stream_id: int) -> None: ...
+
+
+class SilenceMixer:
+    """Hears nothing, says nothing: the stand-in until real mixing lands."""
+
+    def push(self, speaker: int, frame: AudioFrame) -> None:
+        pass
+
+    def pull(self, listener: int, samples: int) -> bytes | None:
+        return None
+
+    def remove(self, stream_id: int) -> None:
+        pass
+
+
+class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
+    """What one attendee hears: every 20 ms, its chunk from the meeting mixer."""
+
+    kind = "audio"
+
+    def __init__(self, mixer: Mixer, listener: int) -> None:
+        super().__init__()
+        self._mixer = mixer
+        self._listener = listener
+        self._start: float | None = None
+        self._pts = 0
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        # Pace at real time: the sender encodes whatever recv() returns at once.
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += SAMPLES_PER_FRAME
+            delay = self._start + self._pts / SAMPLE_RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        pcm = self._mixer.pull(self._listener, SAMPLES_PER_FRAME)
+        frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES_PER_FRAME)
+        frame.planes[0].update(pcm if pcm is not None else bytes(SAMPLES_PER_FRAME * 2))
+        frame.pts = self._pts
+        frame.sample_rate = SAMPLE_RATE
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        return frame
+
+
+@dataclass
+class MediaAnswer:
+    sdp: str
+    audio_ssrcs: list[int]  # SSRCs the offer announced on its audio m-line (for `tracks`)
+
+
+@dataclass
+class _Peer:
+    meeting_id: str
+    stream_id: int
+    pc: RTCPeerConnection
+    on_first_audio: Callable[[], None]
+    outgoing: ListenerTrack | None = None
+    consumers: list[asyncio.Task[None]] = field(default_factory=list)
+    heard: bool = False
+
+
+def offer_audio_ssrcs(sdp: str) -> list[int]:
+    """The SSRCs of the first audio m-line of an SDP."""
+    ssrcs: list[int] = []
+    in_audio = False
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            if in_audio:
+                break
+            in_audio = line.startswith("m=audio")
+        elif in_audio:
+            m = re.match(r"a=ssrc:(\d+) ", line)
+            if m and int(m.group(1)) not in ssrcs:
+                ssrcs.append(int(m.group(1)))
+    return ssrcs
+
+
+class MediaServer:
+    def __init__(
+        self,
+        configuration: Callable[[], RTCConfiguration] = rtc_configuration,
+        mixer_factory: Callable[[str], Mixer] = lambda _meeting_id: SilenceMixer(),
+    ) -> None:
+        self._configuration = configuration
+        self._mixer_factory = mixer_factory
+        self._mixers: dict[str, Mixer] = {}
+        self._peers: dict[tuple[str, int], _Peer] = {}
+
+    def mixer(self, meeting_id: str) -> Mixer:
+        mixer = self._mixers.get(meeting_id)
+        if mixer is None:
+            mixer = self._mixers[meeting_id] = self._mixer_factory(meeting_id)
+        return mixer
+
+    async def answer(
+        self,
+        meeting_id: str,
+        stream_id: int,
+        offer_sdp: str,
+        on_first_audio: Callable[[], None],
+    ) -> MediaAnswer:
+        """Answer an attendee's (re-)offer; `on_first_audio` runs once, on its first frame."""
+        key = (meeting_id, stream_id)
+        peer = self._peers.get(key)
+        if peer is None:
+            pc = RTCPeerConnection(self._configuration())
+            peer = _Peer(meeting_id, stream_id, pc, on_first_audio)
+            self._peers[key] = peer
+            pc.on("track", lambda track: self._on_track(peer, track))
+        try:
+            await peer.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            self._attach(peer)
+            await peer.pc.setLocalDescription(await peer.pc.createAnswer())
+        except Exception:
+            await self.close_peer(meeting_id, stream_id)
+            raise
+        return MediaAnswer(peer.pc.localDescription.sdp, offer_audio_ssrcs(offer_sdp))
+
+    def _attach(self, peer: _Peer) -> None:
+        """Audio sendrecv with the listener track (first audio m-line); video inactive."""
+        audio_done = False
+        for transceiver in peer.pc.getTransceivers():
+            if transceiver.kind == "audio" and not audio_done:
+                audio_done = True
+                if peer.outgoing is None:
+                    peer.outgoing = ListenerTrack(self.mixer(peer.meeting_id), peer.stream_id)
+                if transceiver.sender.track is None:
+                    transceiver.sender.replaceTrack(peer.outgoing)
+                transceiver.direction = "sendrecv"
+            elif transceiver.sender.track is None:
+                transceiver.direction = "inactive"
+
+    def _on_track(self, peer: _Peer, track: MediaStreamTrack) -> None:
+        if track.kind != "audio":
+            return
+        task = asyncio.get_running_loop().create_task(self._consume(peer, track))
+        peer.consumers.append(task)
+
+    async def _consume(self, peer: _Peer, track: MediaStreamTrack) -> None:
+        mixer = self.mixer(peer.meeting_id)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if not peer.heard:
+                peer.heard = True
+                try:
+                    peer.on_first_audio()
+                except Exception:
+                    log.exception("presence callback failed")
+            if isinstance(frame, AudioFrame):
+                mixer.push(peer.stream_id, frame)
+
+    async def close_peer(self, meeting_id: str, stream_id: int) -> None:
+        peer = self._peers.pop((meeting_id, stream_id), None)
+        if peer is None:
+            return
+        for task in peer.consumers:
+            task.cancel()
+        if peer.outgoing is not None:
+            peer.outgoing.stop()
+        await peer.pc.close()
+        for task in peer.consumers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        mixer = self._mixers.get(meeting_id)
+        if mixer is not None:
+            mixer.remove(stream_id)
+        if not any(m == meeting_id for m, _ in self._peers):
+            self._mixers.pop(meeting_id, None)
+
+    async def close(self) -> None:
+        for meeting_id, stream_id in list(self._peers):
+            await self.close_peer(meeting_id, stream_id)
