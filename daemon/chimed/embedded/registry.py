@@ -11,6 +11,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_REGION = "us-east-1"
 CAPABILITY_VALUES = ("SendReceive", "Send", "Receive", "None")
@@ -32,6 +33,7 @@ class Attendee:
     external_user_id: str
     join_token: str
     capabilities: Capabilities = field(default_factory=Capabilities)
+    seq: int = 0  # creation order within the meeting: ListAttendees pages on it
 
     def to_json(self, include_join_token: bool = True) -> dict[str, object]:
         out: dict[str, object] = {
@@ -53,6 +55,10 @@ class Meeting:
     meeting_host_id: str = ""
     tenant_ids: list[str] = field(default_factory=list)
     attendees: dict[str, Attendee] = field(default_factory=dict)  # by attendee id, in order
+    # CreateMeeting's MeetingFeatures as given (JSON); None when the request had none.
+    meeting_features: dict[str, Any] | None = None
+    primary_meeting_id: str = ""
+    attendee_seq: int = 0
 
     def to_json(self, base_url: str, ws_url: str, turn_url: str) -> dict[str, object]:
         """CreateMeeting's Meeting shape, with URLs pointing at this embedded service."""
@@ -72,10 +78,16 @@ class Meeting:
                 "ScreenSharingUrl": f"{ws_url}/screen/{m}",
                 "EventIngestionUrl": f"{base_url}/events",
             },
-            "TenantIds": list(self.tenant_ids),
         }
+        # TenantIdList has a minimum length of 1: absent rather than empty.
+        if self.tenant_ids:
+            out["TenantIds"] = list(self.tenant_ids)
         if self.meeting_host_id:
             out["MeetingHostId"] = self.meeting_host_id
+        if self.meeting_features is not None:
+            out["MeetingFeatures"] = self.meeting_features
+        if self.primary_meeting_id:
+            out["PrimaryMeetingId"] = self.primary_meeting_id
         return out
 
 
@@ -122,6 +134,8 @@ class Registry:
         media_region: str = DEFAULT_REGION,
         meeting_host_id: str = "",
         tenant_ids: list[str] | None = None,
+        meeting_features: dict[str, Any] | None = None,
+        primary_meeting_id: str = "",
     ) -> Meeting:
         """Idempotent on the client request token, as the real service is."""
         existing = self._by_request_token.get(client_request_token)
@@ -134,6 +148,8 @@ class Registry:
             client_request_token=client_request_token,
             meeting_host_id=meeting_host_id,
             tenant_ids=list(tenant_ids or []),
+            meeting_features=meeting_features,
+            primary_meeting_id=primary_meeting_id,
         )
         self.meetings[meeting.meeting_id] = meeting
         self._by_request_token[client_request_token] = meeting.meeting_id
@@ -171,7 +187,9 @@ class Registry:
             external_user_id=external_user_id,
             join_token=secrets.token_urlsafe(48),
             capabilities=capabilities or Capabilities(),
+            seq=meeting.attendee_seq,
         )
+        meeting.attendee_seq += 1
         meeting.attendees[attendee.attendee_id] = attendee
         self._by_join_token[attendee.join_token] = (meeting_id, attendee.attendee_id)
         return attendee
