@@ -1,0 +1,134 @@
+"""The one aiortc peer connection of a Chime attendee: one sendrecv audio transceiver.
+
+The client always offers (the Chime media server never does); ICE servers are exactly the
+TURN servers JOIN_ACK names, or none at all, never aiortc's public STUN default. The audio
+input and output are seams for the devices layer: set_audio_input(track) swaps what is sent,
+set_audio_output(consumer) swaps what consumes the received mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from chimed.media.ice import rtc_configuration
+from chimed.media.tracks import GateTrack, SilenceTrack
+
+log = logging.getLogger(__name__)
+
+AudioConsumer = Callable[[MediaStreamTrack], Awaitable[None]]
+StateHandler = Callable[[str], None]
+
+
+async def drain(track: MediaStreamTrack) -> None:
+    """The default audio output: read and drop the received audio until the track ends."""
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
+
+
+class ChimePeer:
+    def __init__(
+        self,
+        turn_uris: Sequence[str] = (),
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        on_state: StateHandler | None = None,
+        audio_input: MediaStreamTrack | None = None,
+        audio_output: AudioConsumer | None = None,
+        muted: bool = False,
+    ) -> None:
+        self._pc = RTCPeerConnection(rtc_configuration(turn_uris, username, password))
+        self._on_state = on_state
+        self._silence = SilenceTrack()
+        self._gate = GateTrack(audio_input if audio_input is not None else self._silence)
+        self._gate.muted = muted
+        self._transceiver = self._pc.addTransceiver(self._gate, direction="sendrecv")
+        self._output: AudioConsumer = audio_output or drain
+        self._remote: MediaStreamTrack | None = None
+        self._output_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._pc.on("track", self._on_track)
+        self._pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def connection_state(self) -> str:
+        return str(self._pc.connectionState)
+
+    @property
+    def remote_audio(self) -> MediaStreamTrack | None:
+        return self._remote
+
+    async def create_offer(self) -> str:
+        """createOffer + setLocalDescription (which gathers every candidate): the offer SDP."""
+        await self._pc.setLocalDescription(await self._pc.createOffer())
+        return str(self._pc.localDescription.sdp)
+
+    async def apply_answer(self, sdp: str) -> None:
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    def set_audio_input(self, track: MediaStreamTrack | None) -> None:
+        """Send this track from now on (None: silence). The caller keeps owning the track."""
+        self._gate.source = track if track is not None else self._silence
+
+    def set_audio_output(self, consumer: AudioConsumer | None) -> None:
+        """Hand the received audio to this consumer from now on (None: drain it)."""
+        self._output = consumer or drain
+        if self._remote is not None:
+            self._start_output()
+
+    def set_muted(self, muted: bool) -> None:
+        self._gate.muted = muted
+
+    async def close(self) -> None:
+        """Close the connection and release the output task and our own tracks; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._stop_output()
+        await self._pc.close()
+        self._gate.stop()
+        self._silence.stop()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self._closed:
+            return
+        self._remote = track
+        self._start_output()
+
+    def _start_output(self) -> None:
+        assert self._remote is not None
+        previous = self._output_task
+        if previous is not None:
+            previous.cancel()
+        self._output_task = asyncio.create_task(
+            self._run_output(self._output, self._remote, previous), name="chimed-audio-output"
+        )
+
+    async def _run_output(
+        self, consumer: AudioConsumer, track: MediaStreamTrack, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # one reader of the track at a time
+        try:
+            await consumer(track)
+        except MediaStreamError:
+            pass
+        except Exception:
+            log.exception("audio output consumer failed")
+
+    async def _stop_output(self) -> None:
+        task, self._output_task = self._output_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    def _on_connection_state(self) -> None:
+        if self._on_state is not None and not self._closed:
+            self._on_state(self.connection_state)

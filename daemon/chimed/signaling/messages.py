@@ -1,0 +1,111 @@
+"""Builders of the frames a Chime client sends, as the official web client fills them.
+
+Plain functions, no I/O: the session decides when to send, these decide what.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+from chime.signaling import signaling_pb2 as sig
+
+import chimed
+
+Frame = sig.SdkSignalFrame
+
+AUDIO_TRACK_LABEL = "AmazonChimeExpressAudio"
+AUDIO_STREAM_ID = 1
+AUDIO_GROUP_ID = 1
+CLIENT_SOURCE = "chimed"
+
+
+def utc_offset() -> str:
+    """This machine's UTC offset as +HH:MM / -HH:MM."""
+    offset = -time.altzone if time.daylight and time.localtime().tm_isdst else -time.timezone
+    sign = "+" if offset >= 0 else "-"
+    offset = abs(offset)
+    return f"{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
+
+
+def client_details() -> sig.SdkClientDetails:
+    return sig.SdkClientDetails(
+        app_name="chimed",
+        app_version=chimed.__version__,
+        platform_name="python",
+        platform_version=platform.python_version(),
+        client_source=CLIENT_SOURCE,
+        chime_sdk_version=chimed.__version__,
+        client_utc_offset=utc_offset(),
+        os_name=platform.system(),
+        os_version=platform.release(),
+    )
+
+
+def join(audio_session_id: int) -> Frame:
+    # HAS_STREAM_UPDATE is required: a JOIN without it is answered as view-only (206).
+    return Frame(
+        type=Frame.JOIN,
+        join=sig.SdkJoinFrame(
+            protocol_version=2,
+            flags=sig.HAS_STREAM_UPDATE,
+            client_details=client_details(),
+            audio_session_id=audio_session_id,
+        ),
+    )
+
+
+def audio_send_stream(attendee_id: str) -> sig.SdkStreamDescriptor:
+    return sig.SdkStreamDescriptor(
+        stream_id=AUDIO_STREAM_ID,
+        group_id=AUDIO_GROUP_ID,
+        framerate=15,
+        max_bitrate_kbps=600,
+        avg_bitrate_bps=400000,
+        track_label=AUDIO_TRACK_LABEL,
+        attendee_id=attendee_id,
+        media_type=sig.AUDIO,
+    )
+
+
+def subscribe(sdp_offer: str, audio_host: str, audio_muted: bool, attendee_id: str) -> Frame:
+    # duplex RX with an audio send stream is what the web client sends for audio-only;
+    # receive stream 0 is the mixed audio.
+    return Frame(
+        type=Frame.SUBSCRIBE,
+        sub=sig.SdkSubscribeFrame(
+            duplex=sig.RX,
+            send_streams=[audio_send_stream(attendee_id)],
+            receive_stream_ids=[0],
+            sdp_offer=sdp_offer,
+            audio_host=audio_host,
+            audio_muted=audio_muted,
+        ),
+    )
+
+
+def leave() -> Frame:
+    return Frame(type=Frame.LEAVE, leave=sig.SdkLeaveFrame())
+
+
+def audio_control(muted: bool) -> Frame:
+    return Frame(type=Frame.AUDIO_CONTROL, audio_control=sig.SdkAudioControlFrame(muted=muted))
+
+
+def data_message(topic: str, data: bytes, lifetime_ms: int) -> Frame:
+    payload = sig.SdkDataMessagePayload(topic=topic, data=data)
+    if lifetime_ms:
+        payload.lifetime_ms = lifetime_ms
+    return Frame(type=Frame.DATA_MESSAGE, data_message=sig.SdkDataMessageFrame(messages=[payload]))
+
+
+def ping(ping_id: int) -> Frame:
+    return Frame(
+        type=Frame.PING_PONG, ping_pong=sig.SdkPingPongFrame(type=sig.PING, ping_id=ping_id)
+    )
+
+
+def pong(ping_id: int) -> Frame:
+    return Frame(
+        type=Frame.PING_PONG, ping_pong=sig.SdkPingPongFrame(type=sig.PONG, ping_id=ping_id)
+    )
