@@ -517,3 +517,75 @@ def test_data_messages_hard_limit_hangs_up() -> None:
     msgs = [pb.SdkDataMessagePayload(topic="t", data=b"") for _ in range(4)]
     result = data.ingest("a", "alice", msgs, now_ns=1)
     assert (len(result.deliver), result.hang_up) == (3, True)
+
+
+# --- the official web client in headless Chromium --------------------------------------------
+@dataclass
+class WebSite:
+    registry: Registry
+    base_url: str
+
+
+async def serve_page(
+    web_registry: Registry, signaling_registry: Registry
+) -> AsyncIterator[WebSite]:
+    """The meeting page (joining through `web_registry`) and signaling on `signaling_registry`."""
+    from chimed.embedded.web import DIST_DIR, add_web_routes
+
+    if not (DIST_DIR / "index.html").is_file():
+        pytest.fail("the meeting page is not built: run make web")
+    pin_host_addresses(["127.0.0.1"])
+    server = SignalingServer(signaling_registry)
+    app = web.Application()
+    urls: dict[str, str] = {}
+    add_web_routes(app, web_registry, lambda: (urls["base"], urls["ws"], ""))
+    server.add_routes(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    urls["base"], urls["ws"] = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+    try:
+        yield WebSite(web_registry, urls["base"])
+    finally:
+        await server.close()
+        await runner.cleanup()
+
+
+@pytest.mark.timeout(90)
+async def test_web_client_joins_and_sees_itself_present() -> None:
+    from tests.browser import Browser
+
+    registry = Registry()
+    async for site in serve_page(registry, registry):
+        async with Browser() as browser:
+            page = await browser.open(site.base_url + "/")
+            ids = await page.eval("chimedPage.join('standup', 'alice', {audio: 'silence'})", 40)
+            # Present once its audio reached the media server, not when the socket opened.
+            state = await page.eval("chimedPage.waitFor((s) => s.roster.length > 0)", 20)
+            assert state["status"] == "started"
+            assert [(e["attendeeId"], e["self"]) for e in state["roster"]] == [
+                (ids["attendeeId"], True)
+            ]
+            stopped = await page.eval("chimedPage.leave()", 20)
+            assert stopped["status"] == "stopped"
+
+
+@pytest.mark.timeout(90)
+async def test_web_client_sees_authentication_rejected() -> None:
+    from tests.browser import Browser
+
+    # The page creates its meeting in a registry signaling does not know: an unknown meeting.
+    async for site in serve_page(Registry(), Registry()):
+        async with Browser() as browser:
+            page = await browser.open(site.base_url + "/")
+            error = await page.eval(
+                "chimedPage.join('standup', 'alice', {audio: 'silence'})"
+                ".then(() => null, (e) => e.message)",
+                40,
+            )
+            assert error is not None
+            state = await page.eval("chimedPage.state")
+            assert state["status"] == "failed"
+            assert state["stopStatus"]["name"] == "AudioAuthenticationRejected"
