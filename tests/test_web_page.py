@@ -12,7 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from chimed.embedded import signaling_server
 from chimed.embedded.registry import Registry
+from chimed.embedded.service import EmbeddedChime
 from chimed.embedded.web import DIST_DIR, add_web_routes
 
 from tests.browser import Browser
@@ -35,7 +37,34 @@ class Site:
             return response.status, await response.json()
 
 
+@pytest.fixture
+def dist() -> Path:
+    if not (DIST_DIR / "index.html").is_file():
+        pytest.fail("the meeting page is not built: run make web")
+    return DIST_DIR
+
+
+@pytest.fixture
+async def service(dist: Path) -> AsyncIterator[EmbeddedChime]:
+    """The embedded service with its signaling server (unless the service already has one)."""
+    chime = EmbeddedChime()
+    if not any(r.canonical == "/control/{meeting_id}" for r in chime.app.router.resources()):
+        signaling_server.install(chime)
+    await chime.start()
+    try:
+        yield chime
+    finally:
+        await chime.stop()
+
+
+@pytest.fixture
+async def site(service: EmbeddedChime) -> AsyncIterator[Site]:
+    async with aiohttp.ClientSession() as http:
+        yield Site(service.registry, service.base_url, http)
+
+
 async def _serve(dist_dir: Path) -> AsyncIterator[Site]:
+    """The web routes alone on a bare application, for a dist/ of the test's choosing."""
     registry = Registry()
     app = web.Application()
     urls: dict[str, str] = {}
@@ -46,22 +75,11 @@ async def _serve(dist_dir: Path) -> AsyncIterator[Site]:
     await site.start()
     port = runner.addresses[0][1]
     urls["base"], urls["ws"] = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http:
-        yield Site(registry, urls["base"], http)
-    await runner.cleanup()
-
-
-@pytest.fixture
-def dist() -> Path:
-    if not (DIST_DIR / "index.html").is_file():
-        pytest.fail("the meeting page is not built: run make web")
-    return DIST_DIR
-
-
-@pytest.fixture
-async def site(dist: Path) -> AsyncIterator[Site]:
-    async for s in _serve(dist):
-        yield s
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Site(registry, urls["base"], http)
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -71,15 +89,14 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 # --- POST /app/join ------------------------------------------------------------------------------
-async def test_join_creates_meeting_and_attendee(site: Site) -> None:
+async def test_join_creates_meeting_and_attendee(site: Site, service: EmbeddedChime) -> None:
     status, body = await site.join({"meeting": "standup", "name": "alice"})
     assert status == 200
     meeting, attendee = body["Meeting"], body["Attendee"]
     meeting_id = meeting["MeetingId"]
     assert meeting["ExternalMeetingId"] == "standup"
-    assert meeting["MediaPlacement"]["SignalingUrl"].endswith(f"/control/{meeting_id}")
-    assert meeting["MediaPlacement"]["SignalingUrl"].startswith("ws://127.0.0.1:")
-    assert meeting["MediaPlacement"]["TurnControlUrl"] == TURN_URL
+    assert meeting["MediaPlacement"]["SignalingUrl"] == f"{service.ws_url}/control/{meeting_id}"
+    assert meeting["MediaPlacement"]["TurnControlUrl"] == service.turn_url
     assert attendee["ExternalUserId"] == "alice"
     # The join token the page hands to the SDK is the one signaling will authenticate.
     admitted = site.registry.authenticate(meeting_id, attendee["JoinToken"])
@@ -187,3 +204,17 @@ async def test_page_join_form_creates_attendee_and_starts_the_sdk(
     stopped = await page.eval("chimedPage.leave()")
     assert stopped["status"] in ("stopped", "failed")
     assert await page.eval("chimedPage.session") is None
+
+
+async def test_browser_joins_through_the_signaling_server(site: Site, browser: Browser) -> None:
+    """The SDK opens the signaling WebSocket with the join token from /app/join and sends JOIN;
+    it reports the session started only after the server's JOIN_ACK and SUBSCRIBE_ACK."""
+    page = await browser.open(site.base_url + "/")
+    ids = await page.eval("chimedPage.join('standup', 'alice', {audio: 'silence'})", 30)
+    state = await page.eval("chimedPage.state")
+    assert state["status"] == "started"
+    assert state["self"]["attendeeId"] == ids["attendeeId"]
+    assert site.registry.get_meeting(ids["meetingId"]).external_meeting_id == "standup"
+    stopped = await page.eval("chimedPage.leave()")
+    assert stopped["status"] == "stopped"
+    assert stopped["stopStatus"]["name"] == "Left"
