@@ -589,3 +589,25 @@ async def test_web_client_sees_authentication_rejected() -> None:
             state = await page.eval("chimedPage.state")
             assert state["status"] == "failed"
             assert state["stopStatus"]["name"] == "AudioAuthenticationRejected"
+
+
+# --- wired into the embedded service ---------------------------------------------------------
+async def test_embedded_service_serves_signaling_and_stops_cleanly() -> None:
+    from chimed.embedded.service import EmbeddedChime
+
+    chime = EmbeddedChime()
+    await chime.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            svc = Service(chime.registry, chime.signaling, chime.ws_url, http)
+            meeting = svc.meeting()
+            alice = await join_with_media(svc, meeting, "alice")
+            assert alice.sig.attendee is not None
+            me = alice.sig.attendee.attendee_id
+            await wait_for_info(alice.sig, lambda i: any(e.attendee_id == me for e in i))
+            closed = asyncio.create_task(alice.sig.closed())  # answers the server's close
+            await chime.stop()  # ends the session: the socket closes, the peer connection too
+            assert await closed == 1001
+            await alice.pc.close()
+    finally:
+        await chime.stop()

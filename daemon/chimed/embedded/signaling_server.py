@@ -401,9 +401,12 @@ class SignalingServer:
         sessions = list(self._sessions)
         for session in sessions:
             self._end(session, status=None, close_code=CLOSE_GOING_AWAY)
-        for session in sessions:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.closed.wait(), timeout=5)
+        if sessions:  # a client that never answers the close costs one bound, not one each
+            waiters = [asyncio.create_task(s.closed.wait()) for s in sessions]
+            await asyncio.wait(waiters, timeout=5)
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
         await self.media.close()
         self._meetings.clear()
 
