@@ -19,7 +19,6 @@ from aiohttp import WSCloseCode, web
 from chimed.embedded.control_plane import add_control_plane
 from chimed.embedded.registry import Registry
 from chimed.embedded.signaling_server import install as install_signaling
-from chimed.embedded.signaling_server import install as install_signaling
 from chimed.embedded.web import add_web_routes
 from chimed.errors import InvalidArgument
 
@@ -70,7 +69,6 @@ class EmbeddedChime:
         self.app.on_response_prepare.append(self._track_websocket)
         self.app.on_shutdown.append(self._shutdown)
         add_control_plane(self.app, self.registry, self.urls)
-        self.signaling = install_signaling(self)  # /control/{meeting_id} and the media server
         self.signaling = install_signaling(self)  # /control/{meeting_id} and the media server
         add_web_routes(self.app, self.registry, self.urls)
 
