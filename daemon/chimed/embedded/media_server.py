@@ -132,14 +132,14 @@ class MediaServer:
         mixer_factory: Callable[[str], Mixer] = lambda _meeting_id: SilenceMixer(),
     ) -> None:
         self._configuration = configuration
-        self._mixer_factory = mixer_factory
+        self.mixer_factory = mixer_factory
         self._mixers: dict[str, Mixer] = {}
         self._peers: dict[tuple[str, int], _Peer] = {}
 
     def mixer(self, meeting_id: str) -> Mixer:
         mixer = self._mixers.get(meeting_id)
         if mixer is None:
-            mixer = self._mixers[meeting_id] = self._mixer_factory(meeting_id)
+            mixer = self._mixers[meeting_id] = self.mixer_factory(meeting_id)
         return mixer
 
     async def answer(
