@@ -257,7 +257,7 @@ class ChimeSession:
             )
         try:
             await signaling.send(messages.data_message(topic, data, lifetime_ms))
-        except (SignalingError, ConnectionError) as e:
+        except SignalingError as e:
             raise SessionStateError(f"signaling connection lost: {e}") from None
         return data_message(
             topic,
@@ -277,7 +277,7 @@ class ChimeSession:
         if self._subscribed and signaling is not None and signaling.connected:
             try:
                 await signaling.send(messages.audio_control(muted))
-            except (SignalingError, ConnectionError):
+            except SignalingError:
                 log.info("AUDIO_CONTROL not sent: signaling connection lost")
 
     # --- join ------------------------------------------------------------------------------
@@ -291,6 +291,8 @@ class ChimeSession:
         except SignalingRejected as e:
             status = st.from_audio_status(e.status, str(e))
         except SignalingError as e:
+            if self._signaling is not None and self._signaling.opened:
+                return  # the socket closed under the join: on_close reports the status
             status = st.session_status(st.SERVICE_UNAVAILABLE, str(e))
         except TimeoutError:
             status = st.session_status(
@@ -450,7 +452,7 @@ class ChimeSession:
         try:
             await signaling.send(messages.leave())
             await asyncio.wait_for(ack, LEAVE_ACK_TIMEOUT_S)
-        except (TimeoutError, SignalingError, ConnectionError):
+        except (TimeoutError, SignalingError):
             log.info("no LEAVE_ACK for attendee %s; closing anyway", self.config.attendee_id)
 
     def _emit_av(self, field: str, payload: Message) -> None:

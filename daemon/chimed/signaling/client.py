@@ -79,6 +79,7 @@ class SignalingClient:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self.opened = False  # the upgrade succeeded (a later close is reported by on_close)
         self._ping_id = 0
         self._unanswered = 0
         self.bad_frames = 0
@@ -119,12 +120,20 @@ class SignalingClient:
             asyncio.create_task(self._receive_loop(), name="chimed-signaling-recv"),
             asyncio.create_task(self._ping_loop(), name="chimed-signaling-ping"),
         ]
+        self.opened = True
+        # The web client's first frame, before JOIN. If the service already closed the socket,
+        # the receive loop reports why (its status frame and close code).
+        with contextlib.suppress(SignalingError):
+            await self._ping()
 
     async def send(self, frame: Frame) -> None:
         if not self.connected:
             raise SignalingError("signaling connection is closed")
         assert self._ws is not None
-        await self._ws.send_bytes(frames.encode(frame))
+        try:
+            await self._ws.send_bytes(frames.encode(frame))
+        except (aiohttp.ClientError, ConnectionError) as e:
+            raise SignalingError(f"signaling send failed: {type(e).__name__}") from None
 
     async def close(self) -> None:
         """Close the socket and release every task; idempotent; on_close does not run."""
@@ -178,7 +187,7 @@ class SignalingClient:
             return
         if frame.type == Frame.PING_PONG and frame.HasField("ping_pong"):
             if frame.ping_pong.type == sig.PING:
-                with contextlib.suppress(SignalingError, ConnectionError):
+                with contextlib.suppress(SignalingError):
                     await self.send(messages.pong(frame.ping_pong.ping_id))
             else:
                 self._unanswered = 0
@@ -186,18 +195,21 @@ class SignalingClient:
         self._on_frame(frame)
 
     async def _ping_loop(self) -> None:
-        # The web client pings at once, then every 10 s; a service that stops answering is gone.
+        # A PING every 10 s; a service that stops answering them is gone.
         while self.connected:
+            await asyncio.sleep(self._ping_interval)
             if self._unanswered >= MAX_UNANSWERED_PINGS:
                 await self._lost("signaling stopped answering PINGs")
                 return
-            self._ping_id = self._ping_id % 0xFFFFFFFF + 1
-            self._unanswered += 1
             try:
-                await self.send(messages.ping(self._ping_id))
-            except (SignalingError, ConnectionError):
+                await self._ping()
+            except SignalingError:
                 return
-            await asyncio.sleep(self._ping_interval)
+
+    async def _ping(self) -> None:
+        self._ping_id = self._ping_id % 0xFFFFFFFF + 1
+        self._unanswered += 1
+        await self.send(messages.ping(self._ping_id))
 
     async def _lost(self, reason: str) -> None:
         if self._closing:
