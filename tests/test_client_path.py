@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiortc.mediastreams import MediaStreamTrack
+from av import AudioFrame
 from chime.signaling import signaling_pb2 as sig
 from chime.v1 import session_pb2, types_pb2
 from chimed.embedded.registry import Attendee, Meeting
 from chimed.embedded.service import EmbeddedChime
-from chimed.embedded.signaling_server import install
 from chimed.media.ice import pin_host_addresses
 from chimed.session import status as st
 from chimed.session.config import SessionConfig
@@ -73,7 +74,6 @@ def ids(attendees: Any) -> set[str]:
 async def chime() -> AsyncIterator[EmbeddedChime]:
     pin_host_addresses(["127.0.0.1"])
     service = EmbeddedChime()
-    install(service)
     await service.start()
     yield service
     await service.stop()
@@ -279,6 +279,37 @@ async def test_state_errors_and_message_validation(chime: EmbeddedChime) -> None
         await session.send_message("chat", b"x")
 
 
+async def test_received_audio_reaches_the_output_consumer(chime: EmbeddedChime) -> None:
+    meeting = chime.registry.create_meeting("tok-audio", "m")
+    attendee = chime.registry.create_attendee(meeting.meeting_id, "listener")
+    heard: list[AudioFrame] = []
+    enough = asyncio.Event()
+
+    async def consumer(track: MediaStreamTrack) -> None:
+        while True:
+            heard.append(await track.recv())
+            if len(heard) >= 5:
+                enough.set()
+
+    session = ChimeSession(config_for(chime, meeting, attendee), Recorder())
+    session.set_audio_output(consumer)
+    await session.start()
+    await session.wait_started(TIMEOUT)
+    async with asyncio.timeout(TIMEOUT):
+        await enough.wait()
+    assert all(isinstance(f, AudioFrame) and f.samples > 0 for f in heard)
+    await session.stop()
+
+
+async def test_service_going_away_ends_the_session(chime: EmbeddedChime) -> None:
+    meeting = chime.registry.create_meeting("tok-away", "m")
+    alice = await join(chime, meeting, "alice")
+    await chime.stop()
+    stopped = await alice.recorder.wait_for("audio_session_stopped")
+    assert stopped.status.code == types_pb2.SESSION_STATUS_CODE_AUDIO_SERVER_HUNGUP
+    assert alice.session.state == session_pb2.SESSION_STATE_STOPPED
+
+
 # --- the client against bare servers that misbehave ---------------------------------------
 async def bare_server(handler: Any) -> tuple[web.AppRunner, str]:
     app = web.Application()
@@ -310,7 +341,9 @@ async def test_refused_upgrade_403_is_authentication_rejected() -> None:
         await runner.cleanup()
 
 
-async def test_silent_server_ends_the_join_with_a_status_not_a_hang() -> None:
+async def test_silent_server_ends_the_join_with_a_status_not_a_hang(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     seen: list[Frame] = []
     subprotocols: list[str] = []
     queries: list[str] = []
@@ -320,6 +353,10 @@ async def test_silent_server_ends_the_join_with_a_status_not_a_hang() -> None:
         queries.append(request.query_string)
         ws = web.WebSocketResponse(protocols=("_aws_wt_session",))
         await ws.prepare(request)
+        # A frame type of a newer schema and a corrupt frame: skipped and reported, no crash.
+        await ws.send_bytes(b"\x05" + bytes([0x08, 0x01, 0x10, 99]))
+        await ws.send_bytes(b"\x05\xff\xff\xff")
+        await ws.send_bytes(frames.encode(messages.ping(42)))
         async for msg in ws:
             decoded = frames.decode(msg.data)
             if decoded is not None:
@@ -343,6 +380,10 @@ async def test_silent_server_ends_the_join_with_a_status_not_a_hang() -> None:
     assert queries == ["X-Chime-Control-Protocol-Version=3&X-Amzn-Chime-Send-Close-On-Error=1"]
     types = [f.type for f in seen]
     assert types[:2] == [Frame.PING_PONG, Frame.JOIN]
+    assert seen[0].ping_pong.type == sig.PING
+    pongs = [f.ping_pong.ping_id for f in seen if f.ping_pong.type == sig.PONG]
+    assert pongs == [42]
+    assert "undecodable SdkSignalFrame" in caplog.text
     join_frame = seen[1].join
     assert join_frame.protocol_version == 2
     assert join_frame.flags == sig.HAS_STREAM_UPDATE

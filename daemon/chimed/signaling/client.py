@@ -192,7 +192,10 @@ class SignalingClient:
             else:
                 self._unanswered = 0
             return
-        self._on_frame(frame)
+        try:
+            self._on_frame(frame)
+        except Exception:  # a handler bug must not kill the receive loop
+            log.exception("signaling frame handler failed on %s", frames.type_name(frame))
 
     async def _ping_loop(self) -> None:
         # A PING every 10 s; a service that stops answering them is gone.
