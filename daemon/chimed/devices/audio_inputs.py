@@ -1,0 +1,342 @@
+"""Microphones: aiortc audio tracks the peer connection sends (`set_audio_input(track)`).
+
+Every track yields s16 48 kHz 20 ms AudioFrames (mono by default, stereo on request), with
+pts counting samples from 0 (time_base 1/48000), released on the wall clock by a Pacer so
+recv() never runs ahead of real time and never busy-waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from chimed.devices import portaudio
+from chimed.devices.pcm import (
+    FRAME_SAMPLES,
+    MAX_FEED_RATE,
+    MIN_FEED_RATE,
+    SAMPLE_RATE,
+    Pacer,
+    Resampler,
+    SampleRing,
+    Samples,
+    layout_name,
+    silence,
+    to_frame,
+)
+
+
+class AudioInput(MediaStreamTrack):  # type: ignore[misc]
+    """Base of the input tracks: pacing and framing; subclasses supply 960 samples a call."""
+
+    kind = "audio"
+
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__()
+        layout_name(channels)  # validates
+        self.channels = channels
+        self._pacer = Pacer()
+        self._pts = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        await self._pacer.wait()
+        if self.readyState != "live":  # stopped while waiting
+            raise MediaStreamError
+        frame = to_frame(self._next_samples(), self._pts)
+        self._pts += FRAME_SAMPLES
+        return frame
+
+    def _next_samples(self) -> Samples:
+        raise NotImplementedError
+
+
+class SilenceInput(AudioInput):
+    """Digital silence: keeps the attendee present in the meeting with nothing to say."""
+
+    def _next_samples(self) -> Samples:
+        return silence(FRAME_SAMPLES, self.channels)
+
+
+class ToneInput(AudioInput):
+    """A continuous sine of `frequency_hz` at `level_dbfs` (peak, dB relative to full scale)."""
+
+    def __init__(
+        self, frequency_hz: float = 440.0, level_dbfs: float = -20.0, channels: int = 1
+    ) -> None:
+        if not 0 < frequency_hz < SAMPLE_RATE / 2:
+            raise ValueError(f"tone frequency must be between 0 and {SAMPLE_RATE // 2} Hz")
+        if not -120 <= level_dbfs <= 0:
+            raise ValueError("tone level must be between -120 and 0 dBFS")
+        super().__init__(channels)
+        self.frequency_hz = frequency_hz
+        self.level_dbfs = level_dbfs
+        self._amplitude = 32767 * 10 ** (level_dbfs / 20)
+        self._cycles = 0.0  # phase in cycles, kept in [0, 1) so precision never degrades
+
+    def _next_samples(self) -> Samples:
+        step = self.frequency_hz / SAMPLE_RATE
+        phase = self._cycles + step * np.arange(FRAME_SAMPLES, dtype=np.float64)
+        self._cycles = (self._cycles + step * FRAME_SAMPLES) % 1.0
+        wave = np.round(self._amplitude * np.sin(2 * math.pi * phase))
+        mono = wave.astype(np.int16).reshape(-1, 1)
+        return np.repeat(mono, self.channels, axis=1)
+
+
+def _open_container(path: str) -> Any:
+    try:
+        container = av.open(path, mode="r")
+    except (av.FFmpegError, OSError) as exc:
+        raise ValueError(f"cannot decode audio file {path!r}: {exc}") from exc
+    if not container.streams.audio:
+        container.close()
+        raise ValueError(f"cannot decode audio file {path!r}: it has no audio stream")
+    return container
+
+
+class FileInput(AudioInput):
+    """Plays an audio file (anything FFmpeg decodes: WAV, Ogg/Opus/Vorbis, MP3, ...), resampled
+    to the track format, decoding as it goes. At the end it loops or sends silence
+    (`finished` becomes true)."""
+
+    def __init__(self, path: str | os.PathLike[str], loop: bool = False, channels: int = 1) -> None:
+        super().__init__(channels)
+        self.path = os.fspath(path)
+        self.loop = loop
+        self.finished = False
+        self._resampler = Resampler(SAMPLE_RATE, channels)
+        self._pending = silence(0, channels)
+        self._container: Any = _open_container(self.path)
+        self._frames: Iterator[av.AudioFrame] = self._container.decode(audio=0)
+        self._decoded_this_pass = 0
+        # Decode the first frame now so that a corrupt file fails at open, not mid-call.
+        self._decode_until(1)
+        if not len(self._pending) and self.finished:
+            self._close()
+            raise ValueError(f"cannot decode audio file {self.path!r}: no audio samples")
+
+    def _decode_until(self, wanted: int) -> None:
+        parts = [self._pending]
+        have = len(self._pending)
+        while have < wanted and not self.finished:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                tail = self._resampler.flush()
+                parts.append(tail)
+                have += len(tail)
+                self._decoded_this_pass += len(tail)
+                if self.loop and self._decoded_this_pass > 0:
+                    self._restart()
+                else:
+                    self.finished = True
+                continue
+            except av.FFmpegError as exc:
+                self._close()
+                raise ValueError(f"cannot decode audio file {self.path!r}: {exc}") from exc
+            chunk = self._resampler.convert_frame(frame)
+            parts.append(chunk)
+            have += len(chunk)
+            self._decoded_this_pass += len(chunk)
+        self._pending = np.concatenate(parts)
+
+    def _restart(self) -> None:
+        self._container.close()
+        self._container = _open_container(self.path)
+        self._frames = self._container.decode(audio=0)
+        self._decoded_this_pass = 0
+
+    def _next_samples(self) -> Samples:
+        try:
+            self._decode_until(FRAME_SAMPLES)
+        except ValueError:
+            self.finished = True
+            self.stop()
+            raise
+        out, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
+        if len(out) < FRAME_SAMPLES:
+            out = np.concatenate([out, silence(FRAME_SAMPLES - len(out), self.channels)])
+        return out
+
+    def _close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def stop(self) -> None:
+        self._close()
+        super().stop()
+
+
+class PcmFeedInput(AudioInput):
+    """A microphone fed by the API caller: `feed(pcm, sample_rate, channels)` with s16le
+    interleaved chunks at any rate in 8000-192000 Hz, 1 or 2 channels, resampled on arrival.
+
+    The buffer holds at most `max_buffer_ms`; feeding faster than real time drops the oldest
+    audio (`dropped_samples`). When starved the track sends silence (`starved_frames`); a
+    partial frame goes out padded once the feeder has paused for a frame."""
+
+    def __init__(self, channels: int = 1, max_buffer_ms: int = 1000) -> None:
+        super().__init__(channels)
+        if max_buffer_ms < 20:
+            raise ValueError("max_buffer_ms must be at least 20")
+        self._ring = SampleRing(SAMPLE_RATE * max_buffer_ms // 1000, channels)
+        self._resampler = Resampler(SAMPLE_RATE, channels)
+        self._fed_since_frame = False
+        self.starved_frames = 0
+
+    @property
+    def dropped_samples(self) -> int:
+        return self._ring.dropped
+
+    @property
+    def buffered_ms(self) -> float:
+        return len(self._ring) * 1000 / SAMPLE_RATE
+
+    def feed(self, pcm: bytes, sample_rate: int, channels: int) -> None:
+        """Queue one chunk; raises ValueError (saying what is wrong) for a malformed chunk."""
+        if not isinstance(pcm, bytes | bytearray | memoryview):
+            raise ValueError(f"pcm must be bytes, got {type(pcm).__name__}")
+        if not MIN_FEED_RATE <= sample_rate <= MAX_FEED_RATE:
+            raise ValueError(
+                f"sample_rate {sample_rate} Hz is outside {MIN_FEED_RATE}-{MAX_FEED_RATE} Hz"
+            )
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {channels}")
+        size = len(pcm)
+        if size % 2:
+            raise ValueError(f"pcm chunk has an odd byte count ({size}); s16le samples are 2 bytes")
+        if size % (2 * channels):
+            raise ValueError(
+                f"pcm chunk of {size} bytes is not a whole number of {channels}-channel frames "
+                f"({2 * channels} bytes each)"
+            )
+        if self.readyState != "live":
+            raise ValueError("the PCM input has been stopped")
+        if not size:
+            return
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16).reshape(-1, channels)
+        self._ring.write(self._resampler.convert(samples, sample_rate))
+        self._fed_since_frame = True
+
+    def _next_samples(self) -> Samples:
+        fed, self._fed_since_frame = self._fed_since_frame, False
+        available = len(self._ring)
+        if available >= FRAME_SAMPLES or (available and not fed):
+            out = self._ring.read(FRAME_SAMPLES)
+            if len(out) < FRAME_SAMPLES:
+                out = np.concatenate([out, silence(FRAME_SAMPLES - len(out), self.channels)])
+            return out
+        self.starved_frames += 1
+        return silence(FRAME_SAMPLES, self.channels)
+
+
+class SoundDeviceInput(AudioInput):
+    """A PortAudio capture device. The stream callback (PortAudio's thread) writes into a
+    bounded ring and wakes recv(), so the device clock paces the track; if the device is more
+    than `grace_ms` late for a frame, recv() sends silence instead (`underrun_frames`) and the
+    track keeps going. The device is opened at 48 kHz; ALSA's plug/pulse layers convert."""
+
+    def __init__(
+        self,
+        device: int,
+        channels: int = 1,
+        env: dict[str, str] | None = None,
+        max_buffer_ms: int = 200,
+        grace_ms: int = 100,
+        label: str = "",
+    ) -> None:
+        super().__init__(channels)
+        import sounddevice as sd
+
+        self.label = label or str(device)
+        self._ring = SampleRing(SAMPLE_RATE * max_buffer_ms // 1000, channels)
+        self._grace = grace_ms / 1000
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._data = asyncio.Event()
+        self._origin = 0.0
+        self._frames = 0
+        self.underrun_frames = 0
+        self.status_flags = 0
+
+        def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
+            if status:
+                self.status_flags += 1
+            self._ring.write(indata)
+            loop = self._loop
+            if loop is not None and len(self._ring) >= FRAME_SAMPLES:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(self._data.set)
+
+        def factory() -> Any:
+            stream = sd.InputStream(
+                device=device,
+                samplerate=SAMPLE_RATE,
+                channels=channels,
+                dtype="int16",
+                blocksize=FRAME_SAMPLES,
+                latency="low",  # "high" lets ALSA's pulse plugin buffer for seconds
+                callback=callback,
+            )
+            try:
+                stream.start()
+            except BaseException:
+                stream.close()
+                raise
+            return stream
+
+        try:
+            self._stream: Any = portaudio.open_stream(factory, env)
+        except sd.PortAudioError as exc:
+            raise ValueError(f"cannot open audio input {self.label}: {exc}") from exc
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            # Drop what piled up before the first pull: it would only be latency.
+            excess = len(self._ring) - FRAME_SAMPLES
+            if excess > 0:
+                self._ring.read(excess)
+        due = self._origin + self._frames * FRAME_SAMPLES / SAMPLE_RATE
+        if self._frames == 0 or now - due > self._grace + 0.2:
+            self._origin, self._frames, due = now, 0, now  # (re)start the schedule
+        deadline = due + self._grace
+        while len(self._ring) < FRAME_SAMPLES and self.readyState == "live":
+            self._data.clear()
+            if len(self._ring) >= FRAME_SAMPLES:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._data.wait(), remaining)
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._frames += 1
+        out = self._ring.read(FRAME_SAMPLES)
+        if len(out) < FRAME_SAMPLES:
+            self.underrun_frames += 1
+            out = np.concatenate([out, silence(FRAME_SAMPLES - len(out), self.channels)])
+        frame = to_frame(out, self._pts)
+        self._pts += FRAME_SAMPLES
+        return frame
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            portaudio.close_stream(stream)
+        super().stop()
+        self._data.set()  # wake a pending recv() so it ends
