@@ -224,7 +224,7 @@ def encode_next_token(meeting_id: str, seq: int) -> str:
 
 def decode_next_token(meeting_id: str, token: str) -> int:
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        data = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
         seq = data["s"]
         ok = data["m"] == meeting_id and isinstance(seq, int) and seq >= 0
     except (binascii.Error, ValueError, TypeError, KeyError):

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # How long stop() lets requests still running finish before aiohttp cancels them.
 SHUTDOWN_TIMEOUT = 5.0
+# How long stop() waits for WebSocket peers to answer the close frame.
+WS_CLOSE_TIMEOUT = 2.0
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 Hook = Callable[[], object]  # a plain or async function of no arguments
@@ -146,13 +148,16 @@ class EmbeddedChime:
                 log.exception("embedded service cleanup %r failed", fn)
         sockets = [ws for ws in self._websockets if not ws.closed]
         if sockets:
-            await asyncio.gather(
-                *(
-                    ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
-                    for ws in sockets
-                ),
-                return_exceptions=True,
-            )
+            # Peers that never answer the close frame must not hold stop(); aiohttp drops
+            # their connections right after.
+            closing = [
+                asyncio.ensure_future(ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutdown"))
+                for ws in sockets
+            ]
+            _, pending = await asyncio.wait(closing, timeout=WS_CLOSE_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*closing, return_exceptions=True)
 
     async def _track_websocket(self, _request: web.Request, response: web.StreamResponse) -> None:
         if isinstance(response, web.WebSocketResponse):
