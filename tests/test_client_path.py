@@ -254,6 +254,20 @@ async def test_delete_attendee_ends_that_session_and_others_see_it_leave(
     await alice.session.stop()
 
 
+async def test_joining_again_from_another_device_ends_the_first_session(
+    chime: EmbeddedChime,
+) -> None:
+    meeting = chime.registry.create_meeting("tok-device", "m")
+    first = await join(chime, meeting, "dana")
+    second = ChimeSession(config_for(chime, meeting, first.attendee), Recorder())
+    await second.start()
+    stopped = await first.recorder.wait_for("audio_session_stopped")
+    assert stopped.status.code == types_pb2.SESSION_STATUS_CODE_AUDIO_JOINED_FROM_ANOTHER_DEVICE
+    await second.wait_started(TIMEOUT)
+    assert second.attendees() == [first.info]
+    await second.stop()
+
+
 async def test_state_errors_and_message_validation(chime: EmbeddedChime) -> None:
     meeting = chime.registry.create_meeting("tok-state", "m")
     attendee = chime.registry.create_attendee(meeting.meeting_id, "carol")

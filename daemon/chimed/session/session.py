@@ -223,6 +223,8 @@ class ChimeSession:
         if self._state == STOPPED:
             assert self.last_status is not None
             raise SessionStoppedError(self.last_status)
+        if self._state == STOPPING and self._started.done() and not self._started.exception():
+            raise SessionStateError("session is STOPPING")
         try:
             await asyncio.wait_for(asyncio.shield(self._started), timeout)
         except TimeoutError:
