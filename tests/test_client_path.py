@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from chime.v1 import session_pb2, types_pb2
 from chimed.embedded.registry import Attendee, Meeting
 from chimed.embedded.service import EmbeddedChime
 from chimed.media.ice import pin_host_addresses
+from chimed.media.tracks import GateTrack, SilenceTrack
 from chimed.session import status as st
 from chimed.session.config import SessionConfig
 from chimed.session.events import ObserverKind
@@ -530,3 +532,30 @@ def test_data_messages_in_and_out() -> None:
     frame = messages.data_message("t", b"d", 5000)
     assert frame.data_message.messages[0].lifetime_ms == 5000
     assert not messages.data_message("t", b"d", 0).data_message.messages[0].HasField("lifetime_ms")
+
+
+class _Ones(MediaStreamTrack):  # type: ignore[misc]
+    """A test source: unpaced 20 ms frames of a constant non-zero sample."""
+
+    kind = "audio"
+
+    async def recv(self) -> AudioFrame:
+        frame = AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(b"\x01\x00" * 960)
+        frame.sample_rate, frame.pts, frame.time_base = 48000, 0, Fraction(1, 48000)
+        return frame
+
+
+async def test_gate_sends_silence_while_muted_and_silence_track_is_48k() -> None:
+    gate = GateTrack(_Ones())
+    loud = await gate.recv()
+    assert bytes(loud.planes[0])[:2] == b"\x01\x00"
+    gate.muted = True
+    quiet = await gate.recv()
+    assert (quiet.samples, quiet.sample_rate, quiet.layout.name) == (960, 48000, "mono")
+    assert not any(bytes(quiet.planes[0]))
+    silence = SilenceTrack()
+    first, second = await silence.recv(), await silence.recv()
+    assert (first.sample_rate, first.samples, second.pts - first.pts) == (48000, 960, 960)
+    silence.stop()
+    gate.stop()

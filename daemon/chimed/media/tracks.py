@@ -73,5 +73,6 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
             return frame
         silent = silent_frame(frame.samples, frame.sample_rate, frame.layout.name)
         silent.pts = frame.pts
-        silent.time_base = frame.time_base
+        if frame.time_base is not None:
+            silent.time_base = frame.time_base
         return silent
