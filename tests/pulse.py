@@ -72,7 +72,7 @@ class PulseServer:
             "HOME": str(self.dir / "home"),
             "PULSE_STATE_PATH": str(self.dir / "state"),
         }
-        self._log = open(self.dir / "pulseaudio.log", "wb")  # noqa: SIM115
+        self._log = open(self.dir / "pulseaudio.log", "wb")
         self.proc = subprocess.Popen(
             [
                 "pulseaudio",
