@@ -1,0 +1,141 @@
+"""Speaker levels and link quality for AUDIO_METADATA: plain arithmetic and state, no I/O.
+
+The mixer feeds each speaker's `LevelMeter` as frames arrive; every metadata window the media
+server takes the meters (dBFS of the window's RMS) and the receivers' packet counters, and a
+meeting's `MetadataTracker` turns them into the frame's attendee states.
+
+The web client maps a state's `volume` V (dB below full scale) to 1 - (V - 14) / 28, clipped to
+0..1, and counts every stream missing from a frame as volume 0 -- but only when the frame names
+at least one volume. So speaking streams are listed, silent ones are left out, and a stream that
+just fell silent is listed once more with a volume the client reads as 0 (an all-silent frame
+would otherwise change nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chime.signaling import signaling_pb2 as pb
+
+FULL_SCALE = 32768.0
+# Quieter than this counts as not speaking: the client maps 42 dB down to volume 0.
+SILENT_DBFS = -42.0
+SILENT_VOLUME = 42
+MAX_SIGNAL_STRENGTH = 2
+
+
+def dbfs(energy: float, samples: int) -> float:
+    """RMS level in dB relative to int16 full scale; -inf for digital silence."""
+    if samples <= 0 or energy <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(energy / samples / (FULL_SCALE * FULL_SCALE))
+
+
+def metadata_volume(level_dbfs: float) -> int:
+    """The wire `volume`: a positive whole number of dB below full scale."""
+    if level_dbfs == -math.inf:
+        return SILENT_VOLUME
+    return max(0, round(-level_dbfs))
+
+
+def signal_strength(received: int, lost: int) -> int:
+    """0..2 from one window's packet counts: 2 without loss, 0 when most is lost."""
+    expected = received + lost
+    if expected <= 0 or lost <= 0:
+        return MAX_SIGNAL_STRENGTH
+    loss = lost / expected
+    if loss < 0.05:
+        return 2
+    if loss < 0.25:
+        return 1
+    return 0
+
+
+class LevelMeter:
+    """Sum of squares and sample count since the last `take`."""
+
+    __slots__ = ("energy", "samples")
+
+    def __init__(self) -> None:
+        self.energy = 0.0
+        self.samples = 0
+
+    def add(self, energy: float, samples: int) -> None:
+        self.energy += energy
+        self.samples += samples
+
+    def take(self) -> float | None:
+        """The window's dBFS (None when nothing arrived), and a new window."""
+        if self.samples == 0:
+            return None
+        level = dbfs(self.energy, self.samples)
+        self.energy, self.samples = 0.0, 0
+        return level
+
+
+@dataclass
+class _Counts:
+    received: int = 0
+    lost: int = 0
+
+
+class LossCounter:
+    """Per-stream signal strength from cumulative receiver counters (packets received/lost)."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, _Counts] = {}
+
+    def strength(self, stream_id: int, received: int, lost: int) -> int:
+        last = self._last.setdefault(stream_id, _Counts())
+        d_received, d_lost = received - last.received, lost - last.lost
+        last.received, last.lost = received, lost
+        return signal_strength(max(0, d_received), max(0, d_lost))
+
+    def forget(self, stream_id: int) -> None:
+        self._last.pop(stream_id, None)
+
+
+class MetadataTracker:
+    """One meeting's AUDIO_METADATA: which streams a window's frame names, and how."""
+
+    def __init__(self) -> None:
+        self._speaking: set[int] = set()
+
+    def window(
+        self, levels: Mapping[int, float], strengths: Mapping[int, int]
+    ) -> list[pb.SdkAudioAttendeeState] | None:
+        """The attendee states for this window, or None when there is nothing to say.
+
+        `levels`: dBFS per unmuted stream that sent audio in the window; `strengths`: signal
+        strength per stream with a receiver.
+        """
+        states: list[pb.SdkAudioAttendeeState] = []
+        speaking: set[int] = set()
+        for stream_id, level in sorted(levels.items()):
+            if level < SILENT_DBFS:
+                continue
+            speaking.add(stream_id)
+            states.append(
+                pb.SdkAudioAttendeeState(
+                    audio_stream_id=stream_id,
+                    volume=metadata_volume(level),
+                    muted=False,
+                    signal_strength=strengths.get(stream_id, MAX_SIGNAL_STRENGTH),
+                )
+            )
+        for stream_id in sorted(self._speaking - speaking):  # fell silent, muted or left
+            states.append(
+                pb.SdkAudioAttendeeState(
+                    audio_stream_id=stream_id,
+                    volume=SILENT_VOLUME,
+                    signal_strength=strengths.get(stream_id, MAX_SIGNAL_STRENGTH),
+                )
+            )
+        self._speaking = speaking
+        return states or None
+
+    def forget(self, stream_id: int) -> None:
+        """The stream left: the client has dropped its mapping, so never name it again."""
+        self._speaking.discard(stream_id)

@@ -1,0 +1,230 @@
+"""The embedded media server's mixing and AUDIO_METADATA: plain mixer state, then end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from av import AudioFrame
+from chime.signaling import signaling_pb2 as pb
+from chimed.embedded.audio_levels import (
+    SILENT_VOLUME,
+    LevelMeter,
+    LossCounter,
+    MetadataTracker,
+    metadata_volume,
+)
+from chimed.embedded.mixer import FRAME_SAMPLES, SAMPLE_RATE, AudioMixer, JitterBuffer, saturate
+
+N = FRAME_SAMPLES
+
+
+# --- helpers -------------------------------------------------------------------------------
+def tone(freq: float, amplitude: float, start: int = 0, samples: int = N) -> npt.NDArray[np.int16]:
+    t = (np.arange(samples) + start) / SAMPLE_RATE
+    return np.rint(amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def frame_of(pcm: npt.NDArray[np.int16], stereo: bool = False) -> AudioFrame:
+    if stereo:
+        data = np.repeat(pcm, 2).reshape(1, -1)
+        frame = AudioFrame.from_ndarray(data, format="s16", layout="stereo")
+    else:
+        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    return frame
+
+
+def pcm_of(data: bytes | None) -> npt.NDArray[np.int16]:
+    assert data is not None
+    return np.frombuffer(data, dtype=np.int16)
+
+
+def peak_frequencies(pcm: npt.NDArray[np.int16], count: int) -> list[float]:
+    """The `count` strongest frequencies, to 1 Hz (zero-padded FFT)."""
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm)), n=SAMPLE_RATE))
+    found: list[float] = []
+    for _ in range(count):
+        k = int(np.argmax(spectrum))
+        found.append(float(k))
+        spectrum[max(0, k - 20) : k + 21] = 0
+    return sorted(found)
+
+
+def feed(mixer: AudioMixer, tones: dict[int, float], frames: int) -> None:
+    for i in range(frames):
+        for speaker, freq in tones.items():
+            mixer.push(speaker, frame_of(tone(freq, 0.2, start=i * N)))
+
+
+def listen(mixer: AudioMixer, listener: int, ticks: int) -> npt.NDArray[np.int16]:
+    out = [mixer.pull(listener, N) for _ in range(ticks)]
+    return np.concatenate([pcm_of(x) if x is not None else np.zeros(N, np.int16) for x in out])
+
+
+# --- the mixer -----------------------------------------------------------------------------
+def test_three_speakers_each_hears_the_other_two() -> None:
+    mixer = AudioMixer()
+    tones = {1: 440.0, 2: 660.0, 3: 1000.0}
+    feed(mixer, tones, 5)
+    heard: dict[int, list[npt.NDArray[np.int16]]] = {}
+    for _ in range(5):  # every listener reads the same ticks, round-robin as tracks would
+        for listener in tones:
+            heard.setdefault(listener, []).append(pcm_of(mixer.pull(listener, N)))
+    for listener, chunks in heard.items():
+        others = sorted(f for s, f in tones.items() if s != listener)
+        assert peak_frequencies(np.concatenate(chunks), 2) == others
+        # never its own voice: the energy at its own frequency is far below the others'
+        spectrum = np.abs(np.fft.rfft(np.concatenate(chunks).astype(np.float64), n=SAMPLE_RATE))
+        assert spectrum[int(tones[listener])] < 0.01 * min(spectrum[int(f)] for f in others)
+
+
+def test_mix_minus_is_exact_for_two_speakers() -> None:
+    mixer = AudioMixer()
+    mixer.push(1, frame_of(tone(440, 0.3)))
+    mixer.push(1, frame_of(tone(440, 0.3, start=N)))
+    mixer.push(2, frame_of(tone(700, 0.3), stereo=True))  # decoded Opus is stereo
+    mixer.push(2, frame_of(tone(700, 0.3, start=N), stereo=True))
+    assert np.array_equal(pcm_of(mixer.pull(1, N)), tone(700, 0.3))
+    assert np.array_equal(pcm_of(mixer.pull(2, N)), tone(440, 0.3))
+    # a listener that does not speak hears both, summed
+    both = tone(440, 0.3).astype(np.int32) + tone(700, 0.3)
+    assert np.array_equal(pcm_of(mixer.pull(3, N)), both.astype(np.int16))
+
+
+def test_lone_speaker_and_silence_give_none() -> None:
+    mixer = AudioMixer()
+    assert mixer.pull(1, N) is None  # nobody speaks
+    feed(mixer, {1: 440.0}, 3)
+    assert mixer.pull(1, N) is None  # only its own voice
+    assert mixer.pull(2, N) is not None
+    mixer.push(3, frame_of(np.zeros(N, np.int16)))
+    mixer.push(3, frame_of(np.zeros(N, np.int16)))
+    assert mixer.pull(1, N) is None  # a speaker sending digital silence is skipped
+
+
+def test_muted_speaker_is_left_out_until_unmuted() -> None:
+    mixer = AudioMixer()
+    mixer.set_muted(2, True)  # before any of its audio
+    feed(mixer, {1: 440.0, 2: 660.0}, 4)
+    assert peak_frequencies(listen(mixer, 3, 2), 1) == [440.0]
+    assert mixer.pull(1, N) is None  # its only other speaker is muted
+    assert set(mixer.take_levels()) == {1}
+    mixer.set_muted(2, False)
+    feed(mixer, {2: 660.0}, 3)
+    assert 660.0 in peak_frequencies(listen(mixer, 3, 2), 2)
+    mixer.set_muted(1, True)  # muting drops what was queued too
+    assert peak_frequencies(listen(mixer, 3, 1), 1) == [660.0]
+    assert mixer.pull(2, N) is None
+
+
+def test_listeners_share_ticks_and_lagging_listener_skips_ahead() -> None:
+    mixer = AudioMixer(history=4, max_frames=16)
+    for i in range(12):
+        mixer.push(1, frame_of(np.full(N, 100 * (i + 1), np.int16)))
+
+    def tick_of(listener: int) -> int:
+        return int(pcm_of(mixer.pull(listener, N))[0]) // 100
+
+    assert [tick_of(2) for _ in range(3)] == [1, 2, 3]
+    assert tick_of(3) == 3  # a new listener joins at the newest tick
+    assert tick_of(3) == 4  # and then drives the next one itself
+    assert tick_of(2) == 4  # the other reads the same tick
+    for _ in range(5):
+        mixer.pull(2, N)
+    assert tick_of(3) == 9  # fell out of the history: the newest
+
+
+def test_jitter_buffer_primes_bounds_and_never_blocks() -> None:
+    buffer = JitterBuffer(prime=2 * N, limit=4 * N)
+    buffer.put(np.full(N, 1, np.int16))
+    assert buffer.take(N) is None  # not primed yet: waits for a second frame
+    buffer.put(np.full(N, 2, np.int16))
+    got = buffer.take(N)
+    assert got is not None and int(got[0]) == 1
+    for value in range(3, 9):
+        buffer.put(np.full(N, value, np.int16))
+    assert buffer.buffered == 4 * N  # bounded: the oldest were dropped
+    assert buffer.dropped == 3 * N
+    got = buffer.take(N)
+    assert got is not None and int(got[0]) == 5
+    buffer.put(N // 2)  # a run of silence
+    buffer.take(N), buffer.take(N), buffer.take(N)  # 6, 7, 8
+    assert buffer.take(N) is None  # silence only
+    assert buffer.take(N) is None and not buffer.playing  # dry: primes again before playing
+
+
+def test_odd_sized_frames_are_rebuffered_into_ticks() -> None:
+    mixer = AudioMixer()
+    signal = tone(440, 0.2, samples=3 * N)
+    for chunk in np.array_split(signal, 7):  # frames of 411 or 412 samples
+        mixer.push(1, frame_of(chunk))
+    assert np.array_equal(listen(mixer, 2, 3), signal)
+
+
+def test_resampled_input() -> None:
+    mixer = AudioMixer()
+    t = np.arange(3 * 320) / 16000
+    pcm = np.rint(0.3 * 32767 * np.sin(2 * np.pi * 500 * t)).astype(np.int16)
+    for i in range(3):
+        frame = AudioFrame.from_ndarray(pcm[i * 320 : (i + 1) * 320].reshape(1, -1), layout="mono")
+        frame.sample_rate = 16000
+        mixer.push(1, frame)
+    heard = listen(mixer, 2, 2)
+    assert peak_frequencies(heard[200:], 1) == [500.0]
+
+
+def test_saturation_is_soft_and_bounded() -> None:
+    loud = np.array([0, 20000, 30000, 60000, -90000, 200000], np.int32)
+    out = pcm_of(saturate(loud))
+    assert list(out[:2]) == [0, 20000]  # below the knee: untouched
+    assert 24576 < out[2] < 30000  # squashed, not clipped flat
+    assert out[2] < out[3] <= 32767
+    assert -32767 <= out[4] < -out[2]
+    assert out[5] <= 32767
+
+
+# --- levels and AUDIO_METADATA state ---------------------------------------------------------
+def test_levels_are_rms_dbfs_of_what_was_pushed() -> None:
+    mixer = AudioMixer()
+    mixer.push(1, frame_of(tone(440, 1.0)))
+    mixer.push(2, frame_of(tone(440, 0.1)))
+    levels = mixer.take_levels()
+    assert math.isclose(levels[1], -3.0, abs_tol=0.1)  # a full-scale sine: RMS -3 dBFS
+    assert math.isclose(levels[2], -23.0, abs_tol=0.1)
+    assert mixer.take_levels() == {}  # a new window
+    meter = LevelMeter()
+    meter.add(0.0, N)
+    assert meter.take() == -math.inf
+    assert (metadata_volume(-3.2), metadata_volume(-math.inf)) == (3, SILENT_VOLUME)
+
+
+def test_metadata_names_speakers_then_silences_them_once() -> None:
+    tracker = MetadataTracker()
+    assert tracker.window({}, {}) is None
+    states = tracker.window({1: -20.0, 2: -70.0}, {1: 2, 2: 2})
+    assert states is not None
+    assert [(s.audio_stream_id, s.volume, s.signal_strength) for s in states] == [(1, 20, 2)]
+    states = tracker.window({1: -math.inf}, {1: 1})
+    assert states is not None
+    assert [(s.audio_stream_id, s.volume) for s in states] == [(1, SILENT_VOLUME)]
+    assert tracker.window({1: -math.inf}, {}) is None
+    tracker.window({3: -10.0}, {})
+    tracker.forget(3)  # left: never named again
+    assert tracker.window({}, {}) is None
+
+
+def test_signal_strength_from_packet_loss() -> None:
+    counter = LossCounter()
+    assert counter.strength(1, received=100, lost=0) == 2
+    assert counter.strength(1, received=190, lost=10) == 1  # 10 of 100 in this window
+    assert counter.strength(1, received=200, lost=40) == 0
+    assert counter.strength(1, received=250, lost=40) == 2
+
+
+def test_volume_maps_into_the_web_clients_range() -> None:
+    # The client shows 1 - (V - 14) / 28: a loud talker near full, silence at zero.
+    state = pb.SdkAudioAttendeeState(volume=metadata_volume(-16.0))
+    assert 0.9 < 1 - (state.volume - 14) / 28 <= 1.0
+    assert 1 - (SILENT_VOLUME - 14) / 28 <= 0.0
