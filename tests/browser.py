@@ -108,7 +108,7 @@ class _CDP:
         method: str,
         params: dict[str, Any] | None = None,
         session_id: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (see the module doc)
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> dict[str, Any]:
         if self._reader.done():
             raise BrowserError("the DevTools connection is closed")
@@ -177,7 +177,7 @@ class Page:
         self,
         method: str,
         params: dict[str, Any] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> dict[str, Any]:
         return await self._cdp.send(method, params, self.session_id, timeout)
 
@@ -208,7 +208,7 @@ class Page:
         for domain in ("Page", "Runtime", "Log"):
             await self._send(f"{domain}.enable")
 
-    async def open(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> Page:  # noqa: ASYNC109
+    async def open(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> Page:
         """Navigate and wait for the load event."""
         loaded = self._event_future("Page.loadEventFired")
         try:
@@ -222,7 +222,7 @@ class Page:
             loaded.cancel()
         return self
 
-    async def eval(self, expression: str, timeout: float = DEFAULT_TIMEOUT) -> Any:  # noqa: ASYNC109
+    async def eval(self, expression: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
         """The JSON value of a JavaScript expression; promises are awaited."""
         result = await self._send(
             "Runtime.evaluate",
@@ -240,7 +240,7 @@ class Page:
             raise JSError(exc.get("description") or details.get("text") or "JavaScript error")
         return result.get("result", {}).get("value")
 
-    async def wait_for(self, expression: str, timeout: float = DEFAULT_TIMEOUT) -> Any:  # noqa: ASYNC109
+    async def wait_for(self, expression: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
         """Wait until `expression` is truthy in the page (re-checked on each animation frame)
         and return its value; TimeoutError after `timeout` seconds."""
         script = f"""new Promise((resolve, reject) => {{
@@ -262,7 +262,7 @@ class Page:
                 raise TimeoutError(f"{expression!r} not true within {timeout} s") from None
             raise
 
-    async def screenshot(self, path: str | Path, timeout: float = DEFAULT_TIMEOUT) -> None:  # noqa: ASYNC109
+    async def screenshot(self, path: str | Path, timeout: float = DEFAULT_TIMEOUT) -> None:
         result = await self._send("Page.captureScreenshot", {"format": "png"}, timeout)
         await asyncio.to_thread(Path(path).write_bytes, base64.b64decode(result["data"]))
 
@@ -375,7 +375,7 @@ class Browser:
         self.pages.append(page)
         return page
 
-    async def open(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> Page:  # noqa: ASYNC109
+    async def open(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> Page:
         page = await self.new_page()
         return await page.open(url, timeout)
 

@@ -1,0 +1,42 @@
+"""`make bench`: chimed's figures as JSON, each beside a baseline measured in the same run.
+
+Run: python -m bench [--joins 20] [--messages 1000] [--sessions 10] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import core
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="bench")
+    p.add_argument("--joins", type=int, default=20)
+    p.add_argument("--messages", type=int, default=1000)
+    p.add_argument("--sessions", type=int, default=10)
+    p.add_argument("--out", default="bench/results/latest.json")
+    args = p.parse_args()
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+    }
+    results.update(asyncio.run(core.run(args.joins, args.messages, args.sessions)))
+    text = json.dumps(results, indent=2)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

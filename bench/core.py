@@ -1,0 +1,188 @@
+"""Foundation benchmarks: join latency, data message latency, daemon memory.
+
+Baselines in the same run: a raw gRPC unary round trip (Health/Check on the same socket) and a
+raw WebSocket echo round trip (aiohttp, loopback), so the figures read against the floor the
+transport sets on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from chime.client import Chimed, connect_aio
+from chime.v1 import meeting_pb2, session_pb2
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.stats import rss_mb, summary
+from tests.daemon_proc import DaemonProcess
+
+S = session_pb2
+
+TARGETS = {
+    "join_p50_ms": 300.0,
+    "data_message_p50_ms": 3.0,
+    "data_message_p99_ms": 15.0,
+    "idle_rss_mb": 100.0,
+}
+
+
+async def _meeting(chimed: Chimed[Any], name: str) -> Any:
+    r = await chimed.meetings.CreateMeeting(
+        meeting_pb2.CreateMeetingRequest(external_meeting_id=name)
+    )
+    return r.meeting
+
+
+async def _session(chimed: Chimed[Any], meeting: Any, user: str) -> str:
+    a = await chimed.meetings.CreateAttendee(
+        meeting_pb2.CreateAttendeeRequest(meeting_id=meeting.meeting_id, external_user_id=user)
+    )
+    s = await chimed.sessions.CreateSession(
+        S.CreateSessionRequest(meeting=meeting, attendee=a.attendee)
+    )
+    return str(s.session.session_id)
+
+
+async def join_latency(chimed: Chimed[Any], joins: int) -> dict[str, float]:
+    """Start to audio_session_started on the observer stream."""
+    meeting = await _meeting(chimed, "bench-joins")
+    await _session(chimed, meeting, "host")  # someone already in the meeting
+    times: list[float] = []
+    for i in range(joins):
+        sid = await _session(chimed, meeting, f"joiner-{i}")
+        call = chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
+        await _wait_observer(chimed, sid)
+        t0 = time.perf_counter()
+        await chimed.sessions.Start(S.StartRequest(session_id=sid))
+        async for event in call:
+            if event.WhichOneof("event") == "audio_session_started":
+                times.append(time.perf_counter() - t0)
+                break
+            if event.WhichOneof("event") == "audio_session_stopped":
+                raise RuntimeError(f"join failed: {event}")
+        call.cancel()
+        await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
+    return summary(times, 50, 95)
+
+
+async def _wait_observer(chimed: Chimed[Any], sid: str, kind: str = "audio_video") -> None:
+    for _ in range(400):
+        got = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=sid))
+        if getattr(got.session.observers, kind) >= 1:
+            return
+        await asyncio.sleep(0.005)
+    raise RuntimeError("observer never registered")
+
+
+async def data_message_latency(chimed: Chimed[Any], count: int) -> dict[str, float]:
+    """SendMessage on one session to the event on another session's stream."""
+    meeting = await _meeting(chimed, "bench-messages")
+    a = await _session(chimed, meeting, "receiver")
+    b = await _session(chimed, meeting, "sender")
+    for sid in (a, b):
+        await chimed.sessions.Start(S.StartRequest(session_id=sid, wait=True))
+    call = chimed.sessions.AddDataMessageObserver(S.AddDataMessageObserverRequest(session_id=a))
+    await _wait_observer(chimed, a, "data_message")
+    times: list[float] = []
+    message = struct_pb2.Struct()
+    for i in range(count):
+        message.update({"i": i})
+        t0 = time.perf_counter()
+        await chimed.sessions.SendMessage(S.SendMessageRequest(session_id=b, message=message))
+        event = await call.read()
+        times.append(time.perf_counter() - t0)
+        assert event.data_message_received.data_message.json["i"] == i
+        # Stay below the service's throttle (100/s, burst 200) as a real sender must.
+        await asyncio.sleep(0.011)
+    call.cancel()
+    return summary(times, 50, 99)
+
+
+async def grpc_unary_baseline(chimed: Chimed[Any], count: int) -> dict[str, float]:
+    health = health_pb2_grpc.HealthStub(chimed.channel)
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        await health.Check(health_pb2.HealthCheckRequest())
+        times.append(time.perf_counter() - t0)
+    return summary(times, 50, 99)
+
+
+async def websocket_echo_baseline(count: int) -> dict[str, float]:
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_bytes(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    times = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://127.0.0.1:{port}/") as ws:
+        payload = b"x" * 64
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await ws.send_bytes(payload)
+            await ws.receive()
+            times.append(time.perf_counter() - t0)
+    await runner.cleanup()
+    return summary(times, 50, 99)
+
+
+async def memory(chimed: Chimed[Any], pid: int, sessions: int) -> dict[str, float]:
+    idle = rss_mb(pid)
+    meeting = await _meeting(chimed, "bench-memory")
+    sids = [await _session(chimed, meeting, f"m{i}") for i in range(sessions)]
+    for sid in sids:
+        await chimed.sessions.Start(S.StartRequest(session_id=sid, wait=True))
+    await asyncio.sleep(2)  # let media settle into its steady state
+    loaded = rss_mb(pid)
+    for sid in sids:
+        await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
+    return {
+        "idle_rss_mb": round(idle, 1),
+        "rss_with_sessions_mb": round(loaded, 1),
+        "sessions": sessions,
+        "rss_per_session_mb": round((loaded - idle) / sessions, 2),
+        "note": "daemon process with the embedded service in-process (server side included)",
+    }
+
+
+async def run(joins: int, messages: int, sessions: int) -> dict[str, Any]:
+    daemon = DaemonProcess().start()
+    try:
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        async with connect_aio(daemon.target) as chimed:
+            await chimed.sessions.ListSessions(S.ListSessionsRequest())
+            idle = rss_mb(pid)
+            out: dict[str, Any] = {
+                "join": await join_latency(chimed, joins),
+                "data_message": await data_message_latency(chimed, messages),
+                "baseline_grpc_unary": await grpc_unary_baseline(chimed, messages),
+                "baseline_websocket_echo": await websocket_echo_baseline(messages),
+            }
+            mem = await memory(chimed, pid, sessions)
+            mem["idle_rss_mb"] = round(idle, 1)
+            out["memory"] = mem
+    finally:
+        daemon.stop()
+    out["targets"] = TARGETS
+    out["meets_targets"] = {
+        "join_p50": out["join"]["p50_ms"] <= TARGETS["join_p50_ms"],
+        "data_message_p50": out["data_message"]["p50_ms"] <= TARGETS["data_message_p50_ms"],
+        "data_message_p99": out["data_message"]["p99_ms"] <= TARGETS["data_message_p99_ms"],
+        "idle_rss": out["memory"]["idle_rss_mb"] <= TARGETS["idle_rss_mb"],
+    }
+    return out

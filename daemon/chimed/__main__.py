@@ -1,0 +1,5 @@
+import sys
+
+from chimed.cli import main
+
+sys.exit(main())

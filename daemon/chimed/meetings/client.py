@@ -1,0 +1,133 @@
+"""The app back end's control plane: boto3 `chime-sdk-meetings`, against AWS or the embedded
+service (same REST shapes, different endpoint). boto3 is blocking, so calls run in threads."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import grpc
+from chime.v1 import types_pb2
+
+from chimed.errors import ChimedError
+from chimed.meetings.convert import attendee_from_json, capabilities_to_json, meeting_from_json
+
+T = TypeVar("T")
+
+# botocore exception names -> gRPC codes.
+_CODES = {
+    "BadRequestException": grpc.StatusCode.INVALID_ARGUMENT,
+    "NotFoundException": grpc.StatusCode.NOT_FOUND,
+    "ForbiddenException": grpc.StatusCode.PERMISSION_DENIED,
+    "UnauthorizedException": grpc.StatusCode.UNAUTHENTICATED,
+    "ConflictException": grpc.StatusCode.ALREADY_EXISTS,
+    "LimitExceededException": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "ThrottlingException": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "UnprocessableEntityException": grpc.StatusCode.FAILED_PRECONDITION,
+    "ServiceUnavailableException": grpc.StatusCode.UNAVAILABLE,
+    "ServiceFailureException": grpc.StatusCode.INTERNAL,
+}
+
+
+class ControlPlaneError(ChimedError):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MeetingsClient:
+    def __init__(self, endpoint_url: str | None = None, region: str = "us-east-1") -> None:
+        self.endpoint_url = endpoint_url
+        self.region = region
+        kwargs: dict[str, Any] = {
+            "region_name": region,
+            "config": botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"}),
+        }
+        if endpoint_url is not None:
+            # The embedded service accepts any SigV4 signature; don't require AWS credentials.
+            kwargs.update(
+                endpoint_url=endpoint_url,
+                aws_access_key_id="chimed",
+                aws_secret_access_key="chimed",
+            )
+        self._client = boto3.session.Session().client("chime-sdk-meetings", **kwargs)
+
+    async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, **kwargs)
+        except botocore.exceptions.ClientError as e:
+            err = e.response.get("Error", {})
+            code = _CODES.get(str(err.get("Code")), grpc.StatusCode.INTERNAL)
+            raise ControlPlaneError(code, f"{err.get('Code')}: {err.get('Message')}") from None
+        except botocore.exceptions.ParamValidationError as e:
+            raise ControlPlaneError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        except botocore.exceptions.NoCredentialsError:
+            raise ControlPlaneError(
+                grpc.StatusCode.FAILED_PRECONDITION, "no AWS credentials are configured"
+            ) from None
+        except (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectionClosedError,
+        ) as e:
+            raise ControlPlaneError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+
+    async def create_meeting(
+        self,
+        external_meeting_id: str,
+        client_request_token: str = "",
+        media_region: str = "",
+        meeting_host_id: str = "",
+    ) -> types_pb2.Meeting:
+        args: dict[str, Any] = {
+            "ClientRequestToken": client_request_token or str(uuid.uuid4()),
+            "ExternalMeetingId": external_meeting_id,
+            "MediaRegion": media_region or self.region,
+        }
+        if meeting_host_id:
+            args["MeetingHostId"] = meeting_host_id
+        out = await self._call(self._client.create_meeting, **args)
+        return meeting_from_json(out["Meeting"])
+
+    async def get_meeting(self, meeting_id: str) -> types_pb2.Meeting:
+        out = await self._call(self._client.get_meeting, MeetingId=meeting_id)
+        return meeting_from_json(out["Meeting"])
+
+    async def delete_meeting(self, meeting_id: str) -> None:
+        await self._call(self._client.delete_meeting, MeetingId=meeting_id)
+
+    async def create_attendee(
+        self,
+        meeting_id: str,
+        external_user_id: str,
+        capabilities: types_pb2.AttendeeCapabilities | None = None,
+    ) -> types_pb2.Attendee:
+        args: dict[str, Any] = {"MeetingId": meeting_id, "ExternalUserId": external_user_id}
+        caps = capabilities_to_json(capabilities) if capabilities is not None else {}
+        if caps:
+            args["Capabilities"] = caps
+        out = await self._call(self._client.create_attendee, **args)
+        return attendee_from_json(out["Attendee"])
+
+    async def get_attendee(self, meeting_id: str, attendee_id: str) -> types_pb2.Attendee:
+        out = await self._call(
+            self._client.get_attendee, MeetingId=meeting_id, AttendeeId=attendee_id
+        )
+        return attendee_from_json(out["Attendee"])
+
+    async def list_attendees(
+        self, meeting_id: str, max_results: int = 100, next_token: str = ""
+    ) -> tuple[list[types_pb2.Attendee], str]:
+        args: dict[str, Any] = {"MeetingId": meeting_id, "MaxResults": max_results}
+        if next_token:
+            args["NextToken"] = next_token
+        out = await self._call(self._client.list_attendees, **args)
+        attendees = [attendee_from_json(a) for a in out.get("Attendees", [])]
+        return attendees, str(out.get("NextToken", ""))
+
+    async def delete_attendee(self, meeting_id: str, attendee_id: str) -> None:
+        await self._call(self._client.delete_attendee, MeetingId=meeting_id, AttendeeId=attendee_id)

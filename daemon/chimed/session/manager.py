@@ -1,0 +1,250 @@
+"""The daemon's sessions: creation from meeting and attendee documents, lookup, deletion and
+shutdown. The gRPC layer calls this; it knows nothing of gRPC but the status codes of errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from chime.v1 import events_pb2, session_pb2, types_pb2
+from google.protobuf.message import Message
+
+from chimed.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from chimed.meetings.convert import attendee_from_json, meeting_from_json, parse_document
+from chimed.session.config import SessionConfig
+from chimed.session.events import ObserverKind
+from chimed.session.observers import ObserverHub
+from chimed.session.session import ChimeSession
+
+log = logging.getLogger(__name__)
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TOPIC_RE = re.compile(r"^[a-zA-Z0-9_-]{1,36}$")
+MAX_SESSIONS = 256
+DEFAULT_TOPIC = "default"
+
+SnapshotFn = Callable[["ManagedSession", ObserverKind], list[tuple[str, Message]]]
+
+
+@dataclass(eq=False)
+class ManagedSession:
+    session_id: str
+    config: SessionConfig
+    core: ChimeSession
+    hub: ObserverHub
+    devices: session_pb2.DeviceSelection
+    create_time_ns: int = field(default_factory=time.time_ns)
+
+    def to_proto(self, include_join_token: bool = False) -> session_pb2.Session:
+        c = self.config
+        creds = session_pb2.MeetingSessionCredentials(
+            attendee_id=c.attendee_id,
+            external_user_id=c.external_user_id,
+            join_token=c.join_token if include_join_token else "",
+        )
+        out = session_pb2.Session(
+            session_id=self.session_id,
+            state=self.core.state,
+            meeting_id=c.meeting_id,
+            attendee_id=c.attendee_id,
+            external_meeting_id=c.external_meeting_id,
+            external_user_id=c.external_user_id,
+            data_message_topic=c.data_message_topic,
+            configuration=session_pb2.MeetingSessionConfiguration(
+                meeting_id=c.meeting_id,
+                external_meeting_id=c.external_meeting_id,
+                credentials=creds,
+                urls=session_pb2.MeetingSessionUrls(
+                    audio_host_url=c.audio_host_url,
+                    audio_fallback_url=c.audio_fallback_url,
+                    signaling_url=c.signaling_url,
+                    turn_control_url=c.turn_control_url,
+                ),
+                media_region=c.media_region,
+            ),
+            credentials=creds,
+            observers=self.hub.counts(),
+            muted=self.core.muted,
+            devices=self.devices,
+        )
+        out.create_time.FromNanoseconds(self.create_time_ns)
+        if self.core.start_time is not None:
+            out.start_time.FromNanoseconds(int(self.core.start_time * 1e9))
+        if self.core.last_status is not None:
+            out.last_status.CopyFrom(self.core.last_status)
+        return out
+
+    def snapshot(self, kind: ObserverKind) -> list[tuple[str, Message]]:
+        """The current state a new stream of this kind starts with."""
+        state = self.core.state
+        out: list[tuple[str, Message]] = []
+        if kind is ObserverKind.AUDIO_VIDEO:
+            if state == session_pb2.SESSION_STATE_CONNECTING:
+                out.append(
+                    ("audio_session_started_connecting", events_pb2.AudioSessionStartedConnecting())
+                )
+            elif state == session_pb2.SESSION_STATE_RECONNECTING:
+                out.append(
+                    (
+                        "audio_session_started_connecting",
+                        events_pb2.AudioSessionStartedConnecting(reconnecting=True),
+                    )
+                )
+            elif state == session_pb2.SESSION_STATE_STARTED:
+                out.append(("audio_session_started", events_pb2.AudioSessionStarted()))
+        elif kind is ObserverKind.REALTIME:
+            present = self.core.attendees()
+            if present:
+                out.append(("attendees_joined", events_pb2.AttendeesJoined(attendees=present)))
+            muted = self.core.muted_attendees()
+            if muted:
+                out.append(("attendees_muted", events_pb2.AttendeesMuted(attendees=muted)))
+        return out
+
+
+def _pick(message: Message, has: bool, text: str, key: str, name: str) -> dict[str, object] | None:
+    if has and text:
+        raise InvalidArgument(f"give either {name} or {name}_json, not both")
+    if text:
+        return parse_document(text, key, f"{name}_json")
+    return None
+
+
+def _require(value: str, what: str) -> None:
+    if not value:
+        raise InvalidArgument(f"{what} is missing")
+
+
+def session_config(request: session_pb2.CreateSessionRequest) -> SessionConfig:
+    """Validate the meeting and attendee of a CreateSession request into a SessionConfig."""
+    meeting_doc = _pick(
+        request.meeting, request.HasField("meeting"), request.meeting_json, "Meeting", "meeting"
+    )
+    attendee_doc = _pick(
+        request.attendee,
+        request.HasField("attendee"),
+        request.attendee_json,
+        "Attendee",
+        "attendee",
+    )
+    if meeting_doc is not None:
+        meeting = meeting_from_json(meeting_doc, "meeting_json: Meeting")
+        m_where = "meeting_json: Meeting."
+        names = {
+            "id": "MeetingId",
+            "sig": "MediaPlacement.SignalingUrl",
+            "audio": "MediaPlacement.AudioHostUrl",
+        }
+    elif request.HasField("meeting"):
+        meeting = request.meeting
+        m_where = "meeting."
+        names = {
+            "id": "meeting_id",
+            "sig": "media_placement.signaling_url",
+            "audio": "media_placement.audio_host_url",
+        }
+    else:
+        raise InvalidArgument("meeting is missing: give meeting or meeting_json")
+    if attendee_doc is not None:
+        attendee = attendee_from_json(attendee_doc, "attendee_json: Attendee")
+        a_where = "attendee_json: Attendee."
+        a_names = {"id": "AttendeeId", "token": "JoinToken"}
+    elif request.HasField("attendee"):
+        attendee = request.attendee
+        a_where = "attendee."
+        a_names = {"id": "attendee_id", "token": "join_token"}
+    else:
+        raise InvalidArgument("attendee is missing: give attendee or attendee_json")
+
+    placement = meeting.media_placement
+    _require(meeting.meeting_id, m_where + names["id"])
+    _require(placement.signaling_url, m_where + names["sig"])
+    _require(placement.audio_host_url, m_where + names["audio"])
+    if not placement.signaling_url.startswith(("ws://", "wss://")):
+        raise InvalidArgument(f"{m_where}{names['sig']} must be a ws:// or wss:// URL")
+    _require(attendee.attendee_id, a_where + a_names["id"])
+    _require(attendee.join_token, a_where + a_names["token"])
+    topic = request.data_message_topic or DEFAULT_TOPIC
+    if not TOPIC_RE.match(topic):
+        raise InvalidArgument("data_message_topic must match ^[a-zA-Z0-9_-]{1,36}$")
+    return SessionConfig(
+        meeting_id=meeting.meeting_id,
+        external_meeting_id=meeting.external_meeting_id,
+        attendee_id=attendee.attendee_id,
+        external_user_id=attendee.external_user_id,
+        join_token=attendee.join_token,
+        signaling_url=placement.signaling_url,
+        audio_host_url=placement.audio_host_url,
+        audio_fallback_url=placement.audio_fallback_url,
+        turn_control_url=placement.turn_control_url,
+        media_region=meeting.media_region,
+        data_message_topic=topic,
+    )
+
+
+class SessionManager:
+    def __init__(self) -> None:
+        self.sessions: dict[str, ManagedSession] = {}
+
+    def create(self, request: session_pb2.CreateSessionRequest) -> ManagedSession:
+        config = session_config(request)
+        session_id = request.session_id or uuid.uuid4().hex[:12]
+        if not SESSION_ID_RE.match(session_id):
+            raise InvalidArgument("session_id must be 1-64 of [A-Za-z0-9_.-]")
+        if session_id in self.sessions:
+            raise AlreadyExists(f"session {session_id} already exists")
+        for other in self.sessions.values():
+            if other.config.attendee_id == config.attendee_id:
+                raise AlreadyExists(
+                    f"attendee {config.attendee_id} already has session {other.session_id}"
+                )
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise ResourceExhausted(f"at most {MAX_SESSIONS} sessions per daemon")
+        hub = ObserverHub(session_id)
+        core = ChimeSession(config, hub)
+        managed = ManagedSession(session_id, config, core, hub, request.devices)
+        self.sessions[session_id] = managed
+        log.info(
+            "session %s created for attendee %s of meeting %s",
+            session_id,
+            config.attendee_id,
+            config.meeting_id,
+        )
+        return managed
+
+    def get(self, session_id: str) -> ManagedSession:
+        if not session_id:
+            raise InvalidArgument("session_id is missing")
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"session {session_id} not found")
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        session = self.get(session_id)
+        del self.sessions[session_id]
+        try:
+            await session.core.stop()
+        finally:
+            session.hub.close(grpc.StatusCode.OK, "session deleted")
+        log.info("session %s deleted", session_id)
+
+    async def shutdown(self) -> None:
+        """Leave every meeting properly and end every stream (UNAVAILABLE)."""
+        sessions = list(self.sessions.values())
+        self.sessions.clear()
+        results = await asyncio.gather(*(s.core.stop() for s in sessions), return_exceptions=True)
+        for session, result in zip(sessions, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("session %s did not stop cleanly: %r", session.session_id, result)
+            session.hub.close(grpc.StatusCode.UNAVAILABLE, "chimed is shutting down")
+
+
+def attendee_info(attendee_id: str, external_user_id: str) -> types_pb2.AttendeeInfo:
+    return types_pb2.AttendeeInfo(attendee_id=attendee_id, external_user_id=external_user_id)

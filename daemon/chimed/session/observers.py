@@ -1,0 +1,157 @@
+"""Fan-out of a session's events to its observer streams.
+
+The session core emits (kind, oneof member, payload) once; each observer stream gets its own
+envelope (time of the event, session id, its own sequence number). Registration and the initial
+snapshot happen in one synchronous step, so a new stream never misses or reorders an event.
+A stream that falls too far behind is ended with RESOURCE_EXHAUSTED instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+from chime.v1 import events_pb2, session_pb2
+from google.protobuf.message import Message
+
+from chimed.session.events import ObserverKind
+
+EVENT_TYPES: dict[ObserverKind, type[Message]] = {
+    ObserverKind.ACTIVE_SPEAKER: events_pb2.ActiveSpeakerEvent,
+    ObserverKind.AUDIO_VIDEO: events_pb2.AudioVideoEvent,
+    ObserverKind.DATA_MESSAGE: events_pb2.DataMessageEvent,
+    ObserverKind.DEVICE: events_pb2.DeviceEvent,
+    ObserverKind.REALTIME: events_pb2.RealtimeEvent,
+    ObserverKind.TILE: events_pb2.TileEvent,
+}
+
+MAX_BACKLOG = 4096
+
+Item = tuple[int, str, Message]  # (time ns, oneof member, payload)
+End = tuple[grpc.StatusCode, str]
+
+
+@dataclass(eq=False)
+class Observer:
+    kind: ObserverKind
+    observer_id: str
+    session_id: str
+    topics: frozenset[str] | None = None
+    queue: asyncio.Queue[Item | None] = field(default_factory=asyncio.Queue)
+    end: End | None = None
+    sequence: int = 0
+
+    def wants(self, member: str, payload: Message) -> bool:
+        if self.topics is None or member != "data_message_received":
+            return True
+        assert isinstance(payload, events_pb2.DataMessageReceived)
+        return payload.data_message.topic in self.topics
+
+    def push(self, item: Item) -> None:
+        if self.end is not None:
+            return
+        if self.queue.qsize() >= MAX_BACKLOG:
+            self.finish(grpc.StatusCode.RESOURCE_EXHAUSTED, "observer stream fell too far behind")
+            return
+        self.queue.put_nowait(item)
+
+    def finish(self, code: grpc.StatusCode, message: str) -> None:
+        """End the stream after what is queued (OK), or at once (any error)."""
+        if self.end is not None:
+            return
+        self.end = (code, message)
+        if code != grpc.StatusCode.OK:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[Message]:
+        """The stream's event messages, until it is finished."""
+        event_type = EVENT_TYPES[self.kind]
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                return
+            t_ns, member, payload = item
+            self.sequence += 1
+            event = event_type(session_id=self.session_id, sequence=self.sequence)
+            event.time.FromNanoseconds(t_ns)  # type: ignore[attr-defined]
+            getattr(event, member).CopyFrom(payload)
+            yield event
+
+
+class ObserverHub:
+    """The observers of one session. Implements the core's EventSink."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self._observers: dict[ObserverKind, list[Observer]] = {k: [] for k in ObserverKind}
+
+    def emit(self, kind: ObserverKind, field: str, payload: Message) -> None:
+        observers = self._observers[kind]
+        if not observers:
+            return
+        item = (time.time_ns(), field, payload)
+        for observer in observers:
+            if observer.wants(field, payload):
+                observer.push(item)
+
+    def add(
+        self,
+        kind: ObserverKind,
+        observer_id: str = "",
+        snapshot: Iterable[tuple[str, Message]] = (),
+        topics: Iterable[str] | None = None,
+    ) -> Observer:
+        observer = Observer(
+            kind,
+            observer_id,
+            self.session_id,
+            topics=frozenset(topics) if topics is not None else None,
+        )
+        now = time.time_ns()
+        for member, payload in snapshot:
+            observer.push((now, member, payload))
+        self._observers[kind].append(observer)
+        return observer
+
+    def discard(self, observer: Observer) -> None:
+        """Forget a stream whose caller went away."""
+        observers = self._observers[observer.kind]
+        if observer in observers:
+            observers.remove(observer)
+
+    def remove(self, kind: ObserverKind | None = None, observer_id: str = "") -> int:
+        """End streams cleanly (OK): of one kind or all, one id or every id. Returns how many."""
+        removed = 0
+        for k in [kind] if kind is not None else list(ObserverKind):
+            keep: list[Observer] = []
+            for observer in self._observers[k]:
+                if not observer_id or observer.observer_id == observer_id:
+                    observer.finish(grpc.StatusCode.OK, "observer removed")
+                    removed += 1
+                else:
+                    keep.append(observer)
+            self._observers[k] = keep
+        return removed
+
+    def close(self, code: grpc.StatusCode, message: str) -> None:
+        """End every stream, e.g. when the session is deleted or the daemon stops."""
+        for k in ObserverKind:
+            for observer in self._observers[k]:
+                observer.finish(code, message)
+            self._observers[k] = []
+
+    def counts(self) -> session_pb2.ObserverCounts:
+        o = self._observers
+        return session_pb2.ObserverCounts(
+            active_speaker=len(o[ObserverKind.ACTIVE_SPEAKER]),
+            audio_video=len(o[ObserverKind.AUDIO_VIDEO]),
+            data_message=len(o[ObserverKind.DATA_MESSAGE]),
+            device=len(o[ObserverKind.DEVICE]),
+            realtime=len(o[ObserverKind.REALTIME]),
+            tile=len(o[ObserverKind.TILE]),
+        )

@@ -1,0 +1,43 @@
+"""Shared steps of the end-to-end tests: meetings, attendees and sessions through chimed's API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from chime.v1 import meeting_pb2, session_pb2, types_pb2
+
+
+async def create_meeting(chimed: Any, name: str | None = None) -> types_pb2.Meeting:
+    name = name or f"m-{uuid.uuid4().hex[:8]}"
+    response = await chimed.meetings.CreateMeeting(
+        meeting_pb2.CreateMeetingRequest(external_meeting_id=name)
+    )
+    return response.meeting  # type: ignore[no-any-return]
+
+
+async def create_attendee(chimed: Any, meeting: types_pb2.Meeting, user: str) -> types_pb2.Attendee:
+    response = await chimed.meetings.CreateAttendee(
+        meeting_pb2.CreateAttendeeRequest(meeting_id=meeting.meeting_id, external_user_id=user)
+    )
+    return response.attendee  # type: ignore[no-any-return]
+
+
+async def create_session(
+    chimed: Any, meeting: types_pb2.Meeting, user: str, **kwargs: Any
+) -> session_pb2.Session:
+    attendee = await create_attendee(chimed, meeting, user)
+    response = await chimed.sessions.CreateSession(
+        session_pb2.CreateSessionRequest(meeting=meeting, attendee=attendee, **kwargs)
+    )
+    return response.session  # type: ignore[no-any-return]
+
+
+async def started_session(
+    chimed: Any, meeting: types_pb2.Meeting, user: str
+) -> session_pb2.Session:
+    session = await create_session(chimed, meeting, user)
+    response = await chimed.sessions.Start(
+        session_pb2.StartRequest(session_id=session.session_id, wait=True)
+    )
+    return response.session  # type: ignore[no-any-return]
