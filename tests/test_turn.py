@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import math
 import struct
 from collections.abc import AsyncIterator, Iterator
@@ -14,11 +15,13 @@ import numpy as np
 import pytest
 from aioice import stun
 from aioice.turn import create_turn_endpoint, make_integrity_key
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 from chimed.embedded.turn import Addr, TurnRelay, TurnServer
 from chimed.media.ice import pin_host_addresses, pinned_host_addresses, rtc_configuration
+
+from tests.browser import Browser
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -636,3 +639,90 @@ async def test_two_aiortc_peers_carry_audio_through_the_relay(
     for _ in range(2):
         await asyncio.wait_for(freed.get(), TIMEOUT)
     assert relay.allocations == 0 and relay.relay_sockets == 0
+
+
+# --- Chromium's TURN client (the one the official web client uses) against aiortc -----------------
+
+BROWSER_PEER = """(async () => {
+  const [uris, username, credential] = %s;
+  const pc = new RTCPeerConnection({
+    iceServers: [{urls: uris, username, credential}], iceTransportPolicy: 'relay'});
+  window.pc = pc;
+  // Remote tracks start muted and unmute on their first RTP packet.
+  window.unmuted = new Promise(resolve => {
+    pc.ontrack = e => e.track.muted ? e.track.onunmute = () => resolve(true) : resolve(true);
+  });
+  const ctx = new AudioContext();
+  const osc = ctx.createOscillator();
+  const dest = ctx.createMediaStreamDestination();
+  osc.connect(dest);
+  osc.start();
+  pc.addTrack(dest.stream.getAudioTracks()[0], dest.stream);
+  const gathered = new Promise(resolve => {
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  await gathered;
+  return pc.localDescription.sdp;
+})()"""
+
+BROWSER_STATS = """(async () => {
+  const stats = [...(await pc.getStats()).values()];
+  const pair = stats.find(s => s.type === 'candidate-pair' && s.nominated
+                               && s.state === 'succeeded');
+  const local = pair && stats.find(s => s.id === pair.localCandidateId);
+  const inbound = stats.find(s => s.type === 'inbound-rtp' && s.kind === 'audio');
+  return {local: local ? local.candidateType : null,
+          address: local ? local.address : null,
+          received: inbound ? inbound.packetsReceived : 0};
+})()"""
+
+
+async def test_chromium_and_aiortc_carry_audio_through_the_relay(
+    relay: TurnRelay, loopback_only: None
+) -> None:
+    freed = released(relay)
+    web = relay.issue_credentials("web-attendee")
+    own = relay.issue_credentials("chimed-attendee")
+    pc = RTCPeerConnection(rtc_configuration(list(own.uris), own.username, own.password))
+    tone = ToneTrack()
+    received: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
+    pc.on("track", received.put_nowait)
+    try:
+        async with Browser() as browser:
+            page = await browser.open("about:blank")
+            args = json.dumps([list(web.uris), web.username, web.password])
+            offer = await page.eval(BROWSER_PEER % args, timeout=TIMEOUT * 2)
+            candidates = [line for line in offer.splitlines() if line.startswith("a=candidate:")]
+            assert candidates and all(" typ relay " in c for c in candidates), candidates
+            assert all(c.split()[4] == "127.0.0.1" for c in candidates), candidates
+
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            pc.addTrack(tone)  # fills the offered audio transceiver: sendrecv
+            await pc.setLocalDescription(await pc.createAnswer())
+            answer = json.dumps(pc.localDescription.sdp)
+            await page.eval(f"pc.setRemoteDescription({{type: 'answer', sdp: {answer}}})")
+
+            # The browser's oscillator reaches aiortc as sound, through the relay.
+            track = await asyncio.wait_for(received.get(), TIMEOUT)
+            peak = 0
+            for _ in range(25):
+                frame = cast(AudioFrame, await asyncio.wait_for(track.recv(), TIMEOUT))
+                peak = max(peak, int(np.abs(frame.to_ndarray()).max()))
+            assert peak > 1000
+            # aiortc's tone reaches the browser on a relayed candidate pair.
+            await page.wait_for(
+                "pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed'"
+            )
+            assert await page.eval("window.unmuted") is True
+            stats = await page.eval(BROWSER_STATS)
+            assert stats["local"] == "relay" and stats["address"] == "127.0.0.1", stats
+            assert stats["received"] > 0, stats
+            await page.eval("pc.close()")
+    finally:
+        tone.stop()
+        await pc.close()
+    assert relay.stats.allocations_total >= 2
+    assert relay.stats.bytes_to_peers > 10_000 and relay.stats.bytes_to_clients > 10_000
+    # aiortc deletes its allocation; Chromium's goes with its pc (or when the relay stops).
+    await asyncio.wait_for(freed.get(), TIMEOUT)
