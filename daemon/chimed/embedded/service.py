@@ -17,6 +17,7 @@ from collections.abc import Callable
 from aiohttp import WSCloseCode, web
 
 from chimed.embedded.control_plane import add_control_plane
+from chimed.embedded.events_ingestion import add_event_ingestion_routes
 from chimed.embedded.registry import Registry
 from chimed.embedded.signaling_server import install as install_signaling
 from chimed.embedded.web import add_web_routes
@@ -73,6 +74,7 @@ class EmbeddedChime:
         add_control_plane(self.app, self.registry, self.urls)
         self.signaling = install_signaling(self)  # /control/{meeting_id} and the media server
         add_web_routes(self.app, self.registry, self.urls)
+        add_event_ingestion_routes(self.app)  # MediaPlacement.EventIngestionUrl
 
     # --- addresses -----------------------------------------------------------------------------
     @property

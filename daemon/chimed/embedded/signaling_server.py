@@ -31,6 +31,7 @@ from chimed.embedded.data_messages import DataMessages
 from chimed.embedded.media_server import MediaServer
 from chimed.embedded.registry import Attendee, Meeting, Registry
 from chimed.embedded.room import Announcement, Room
+from chimed.embedded.sdp_compression import SdpCodec, SdpCompressionError
 from chimed.media.ice import pin_host_addresses
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,16 @@ AUTHENTICATION_REJECTED = 403
 MEETING_ENDED = 410
 ATTENDEE_REMOVED = 411
 INTERNAL_ERROR = 500
+BAD_REQUEST = 400
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_MANY_MESSAGES = 4429  # a data-message hard limit broken: the server hangs up
+# A client that stopped answering PINGs is dropped; a 45xx close makes a live JS client
+# reconnect (its MonitorTask treats 4500-4599 as a server-side failure, not an ending).
+CLOSE_PONG_TIMEOUT = 4504
+MISSED_PONGS_LIMIT = 3
+VIEW_ONLY = 206  # error.status: video send refused at capacity, receiving goes on
+VIDEO_SEND_LIMIT = 25  # video senders per meeting, as Chime allows
 
 
 # --- framing -------------------------------------------------------------------------------
@@ -114,6 +122,13 @@ class _Session:
     meeting_id: str
     attendee: Attendee
     stream_id: int | None = None  # set by JOIN
+    # JOIN flag HAS_STREAM_UPDATE: presence (AUDIO_STREAM_ID_INFO) is sent only to those asking.
+    stream_updates: bool = True
+    codec: SdpCodec = field(default_factory=SdpCodec)  # compressed SDP, agreed at JOIN
+    paused_streams: set[int] = field(default_factory=set)  # PAUSE / RESUME, by stream id
+    paused_groups: set[int] = field(default_factory=set)  # ... and by group id
+    sends_video: bool = False  # admitted as a video sender (counts toward VIDEO_SEND_LIMIT)
+    unanswered_pings: int = 0
     ended: bool = False
     reading: bool = False  # the reader waits in receive()
     outbox: asyncio.Queue[bytes | int] = field(default_factory=asyncio.Queue)  # int: close code
@@ -129,6 +144,8 @@ class _MeetingState:
     room: Room
     data: DataMessages = field(default_factory=DataMessages)
     sessions: dict[int, _Session] = field(default_factory=dict)  # joined, by audio stream id
+    # Video sources the INDEX lists (empty until video forwarding fills it).
+    video_sources: list[pb.SdkStreamDescriptor] = field(default_factory=list)
 
 
 class SignalingServer:
@@ -138,12 +155,16 @@ class SignalingServer:
         media: MediaServer | None = None,
         turn_credentials: TurnProvider | None = None,
         ping_interval: float = 10.0,
+        missed_pongs_limit: int = MISSED_PONGS_LIMIT,
+        video_send_limit: int = VIDEO_SEND_LIMIT,
     ) -> None:
         self.registry = registry
         self.media = media if media is not None else MediaServer()
         # Hook for the TURN relay: replace with a provider once the relay exists.
         self.turn_credentials: TurnProvider = turn_credentials or (lambda _m, _a: None)
         self.ping_interval = ping_interval
+        self.missed_pongs_limit = missed_pongs_limit  # PINGs unanswered before a drop
+        self.video_send_limit = video_send_limit
         self._meetings: dict[str, _MeetingState] = {}
         self._sessions: set[_Session] = set()
         self._ping_ids = itertools.count(1)
@@ -202,8 +223,12 @@ class SignalingServer:
                 return
             if msg.type == WSMsgType.BINARY:
                 frame = decode(msg.data)
-                if frame is not None:
+                if frame is None:
+                    continue
+                try:
                     await self._on_frame(session, meeting, frame)
+                except Exception:  # one frame the server cannot handle never ends the session
+                    log.exception("cannot handle a %s frame", T.Name(frame.type))
 
     async def _write(self, session: _Session, reader: asyncio.Task[None]) -> None:
         """Drain the outbox; an int is the close code, the last item.
@@ -228,6 +253,11 @@ class SignalingServer:
     async def _ping(self, session: _Session) -> None:
         while True:
             await asyncio.sleep(self.ping_interval)
+            if session.unanswered_pings >= self.missed_pongs_limit:
+                log.info("%s stopped answering PINGs: dropped", session.attendee.attendee_id)
+                self._end(session, status=None, close_code=CLOSE_PONG_TIMEOUT, dropped=True)
+                return
+            session.unanswered_pings += 1
             frame = new_frame(T.PING_PONG)
             frame.ping_pong.type = pb.PING
             frame.ping_pong.ping_id = next(self._ping_ids) & 0xFFFFFFFF
@@ -242,8 +272,10 @@ class SignalingServer:
                 pong.ping_pong.type = pb.PONG
                 pong.ping_pong.ping_id = frame.ping_pong.ping_id
                 session.send(pong)
+            elif frame.ping_pong.type == pb.PONG:
+                session.unanswered_pings = 0
         elif kind == T.JOIN:
-            self._join(session, meeting)
+            self._join(session, meeting, frame.join)
         elif session.stream_id is None:
             return  # everything else needs a JOIN first
         elif kind == T.SUBSCRIBE:
@@ -258,11 +290,25 @@ class SignalingServer:
         elif kind == T.LEAVE:
             session.send(new_frame(T.LEAVE_ACK))
             self._end(session, status=None, close_code=CLOSE_NORMAL, dropped=False)
-        # CLIENT_METRIC, BITRATES, PAUSE, RESUME and anything newer: accepted, ignored.
+        elif kind in (T.PAUSE, T.RESUME):
+            streams, groups = set(frame.pause.stream_ids), set(frame.pause.group_ids)
+            if kind == T.PAUSE:
+                session.paused_streams |= streams
+                session.paused_groups |= groups
+            else:
+                session.paused_streams -= streams
+                session.paused_groups -= groups
+        # CLIENT_METRIC, BITRATES and anything newer: accepted, ignored.
 
-    def _join(self, session: _Session, meeting: Meeting) -> None:
+    def _join(self, session: _Session, meeting: Meeting, join: pb.SdkJoinFrame) -> None:
         if session.stream_id is not None:
             return
+        # Every flag is accepted. HAS_STREAM_UPDATE asks for presence (the C++ SDK clears it
+        # to go without); a JOIN that carries no flags at all is taken as the SDKs' default.
+        session.stream_updates = not join.HasField("flags") or bool(
+            join.flags & pb.HAS_STREAM_UPDATE
+        )
+        session.codec.enabled = join.wants_compressed_sdp
         state = self._meetings.get(meeting.meeting_id)
         if state is None:
             state = self._meetings[meeting.meeting_id] = _MeetingState(Room(meeting.meeting_id))
@@ -284,11 +330,10 @@ class SignalingServer:
             creds = ack.joinack.turn_credentials
             creds.username, creds.password, creds.ttl = turn.username, turn.password, turn.ttl
             creds.uris.extend(turn.uris)
+        if session.codec.enabled:
+            ack.joinack.wants_compressed_sdp = True
         session.send(ack)
-        index = new_frame(T.INDEX)
-        index.index.at_capacity = False
-        index.index.num_participants = len(state.sessions)
-        session.send(index)
+        session.send(self._index(state, session))
         replay = state.data.replay(time.time_ns())
         if replay:
             frame = new_frame(T.DATA_MESSAGE)
@@ -301,24 +346,40 @@ class SignalingServer:
         stream_id = session.stream_id
         if sub.HasField("audio_muted"):
             self._announce(state, state.room.set_muted(stream_id, sub.audio_muted))
-        if not sub.sdp_offer:
-            return  # nothing to negotiate (compressed SDP is never agreed to in JOIN_ACK)
+        try:
+            offer = session.codec.offer(sub.sdp_offer, sub.compressed_sdp_offer)
+        except SdpCompressionError as e:
+            log.warning("bad compressed offer from %s: %s", session.attendee.attendee_id, e)
+            self._end(session, BAD_REQUEST, 4000 + BAD_REQUEST, description="bad compressed SDP")
+            return
+        if not offer:
+            return  # nothing to negotiate
+        view_only = self._admit_video(state, session, sub)
 
         def present() -> None:
             if not session.ended:
                 self._announce(state, state.room.mark_present(stream_id))
 
         try:
-            answer = await self.media.answer(session.meeting_id, stream_id, sub.sdp_offer, present)
+            answer = await self.media.answer(session.meeting_id, stream_id, offer, present)
         except Exception:
             log.exception("cannot answer the offer of %s", session.attendee.attendee_id)
             self._end(session, INTERNAL_ERROR, 4000 + INTERNAL_ERROR, description="bad offer")
             return
         ack = new_frame(T.SUBSCRIBE_ACK)
         ack.suback.duplex = sub.duplex if sub.HasField("duplex") else pb.RX
-        ack.suback.sdp_answer = answer.sdp
+        compressed = session.codec.answer(answer.sdp)
+        if compressed is not None:
+            ack.suback.compressed_sdp_answer = compressed
+        else:
+            ack.suback.sdp_answer = answer.sdp
+        if view_only:  # the answer stands; only the video send is refused
+            ack.error.status = VIEW_ONLY
+            ack.error.description = "video at capacity: view only"
         for send in sub.send_streams:
-            is_audio = send.media_type == pb.AUDIO or send.track_label == "AmazonChimeExpressAudio"
+            is_audio = _is_audio(send)
+            if view_only and not is_audio:
+                continue
             ack.suback.allocations.add(
                 track_label=send.track_label,
                 stream_id=stream_id if is_audio else send.stream_id,
@@ -329,6 +390,35 @@ class SignalingServer:
                     stream_id=stream_id, ssrc=answer.audio_ssrcs[0], track_label=send.track_label
                 )
         session.send(ack)
+
+    def _admit_video(
+        self, state: _MeetingState, session: _Session, sub: pb.SdkSubscribeFrame
+    ) -> bool:
+        """Whether this SUBSCRIBE's video send is refused (view only, 206): a meeting holds at
+        most `video_send_limit` video senders; a sender keeps its place until it stops."""
+        wants = sub.duplex in (pb.TX, pb.DUPLEX) and any(not _is_audio(s) for s in sub.send_streams)
+        if not wants:
+            session.sends_video = False
+            return False
+        if session.sends_video:
+            return False
+        if _video_senders(state) >= self.video_send_limit:
+            return True
+        session.sends_video = True
+        return False
+
+    def _index(self, state: _MeetingState, session: _Session) -> Frame:
+        """The INDEX for one session: the sources, those it paused, video capacity."""
+        index = new_frame(T.INDEX)
+        index.index.at_capacity = _video_senders(state) >= self.video_send_limit
+        index.index.num_participants = len(state.sessions)
+        index.index.sources.extend(state.video_sources)
+        index.index.paused_at_source_ids.extend(
+            s.stream_id
+            for s in state.video_sources
+            if s.stream_id in session.paused_streams or s.group_id in session.paused_groups
+        )
+        return index
 
     def _data_message(self, session: _Session, messages: list[pb.SdkDataMessagePayload]) -> None:
         state = self._meetings[session.meeting_id]
@@ -356,7 +446,7 @@ class SignalingServer:
             frame.audio_stream_id_info.streams.extend(announcement.entries)
             for stream_id in announcement.recipients:
                 recipient = state.sessions.get(stream_id)
-                if recipient is not None:
+                if recipient is not None and recipient.stream_updates:
                     recipient.send(frame)
 
     def _end(
@@ -409,6 +499,14 @@ class SignalingServer:
             await asyncio.gather(*waiters, return_exceptions=True)
         await self.media.close()
         self._meetings.clear()
+
+
+def _is_audio(send: pb.SdkStreamDescriptor) -> bool:
+    return send.media_type == pb.AUDIO or send.track_label == "AmazonChimeExpressAudio"
+
+
+def _video_senders(state: _MeetingState) -> int:
+    return sum(1 for s in state.sessions.values() if s.sends_video)
 
 
 def join_token(request: web.Request) -> str | None:
