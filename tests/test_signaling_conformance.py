@@ -28,6 +28,7 @@ from chimed.embedded.service import EmbeddedChime
 from chimed.embedded.signaling_server import SignalingServer
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 
+from tests.browser import Browser, Page
 from tests.test_signaling_server import Client, Service, frame, wait_for_info
 
 T = pb.SdkSignalFrame.Type
@@ -455,3 +456,64 @@ async def test_event_ingestion_url_accepts_the_sdk_requests(chime: EmbeddedChime
             assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
         async with http.post(url, data=b"x" * (257 * 1024)) as r:
             assert r.status == 413
+
+
+# --- the official web client in headless Chromium ----------------------------------------------
+# Until the TURN relay lands, the JS client logs this at error level for every JOIN_ACK.
+TURN_PENDING = ("missing TURN credentials",)
+
+
+async def console_line(page: Page, text: str, count: int = 1, limit: float = 20) -> None:
+    """Wait until the page has logged `text` `count` times (the console arrives as events)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while sum(text in m.text for m in page.console) < count:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"the page did not log {text!r} {count} times")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(120)
+async def test_official_client_joins_compressed_with_a_clean_console(chime: EmbeddedChime) -> None:
+    async with Browser() as browser:
+        page = await browser.open(chime.base_url + "/?log=info")
+        ids = await page.eval("chimedPage.join('conformance', 'alice', {audio: 'silence'})", 40)
+        state = await page.eval("chimedPage.waitFor((s) => s.roster.length > 0)", 20)
+        assert state["status"] == "started"
+        assert [e["attendeeId"] for e in state["roster"]] == [ids["attendeeId"]]
+        # Its own words: the SUBSCRIBE carried compressed_sdp_offer, our answer was compressed.
+        await console_line(page, "Compressed the SDP message")
+        await console_line(page, "Decompressed the SDP message")
+        # Starting the camera re-subscribes (DUPLEX): that answer is primed with the first.
+        await page.eval("chimedPage.startCamera()", 20)
+        await console_line(page, "Decompressed the SDP message", count=2)
+        assert (await page.eval("chimedPage.state"))["status"] == "started"
+        stopped = await page.eval("chimedPage.leave()", 20)
+        assert stopped["stopStatus"]["name"] == "Left"
+        # The SDK posts its meeting events (meetingEnded at once) to EventIngestionUrl.
+        statuses = await page.wait_for(
+            "(() => { const e = performance.getEntriesByType('resource')"
+            ".filter((r) => r.name.endsWith('/events')).map((r) => r.responseStatus);"
+            " return e.length ? e : null; })()",
+            20,
+        )
+        assert set(statuses) == {200}
+        errors = [m for m in page.errors() if not any(t in m.text for t in TURN_PENDING)]
+        assert errors == []
+        assert not [m for m in page.console if m.level == "warning" and "events" in m.text]
+
+
+@pytest.mark.timeout(120)
+async def test_official_client_at_video_capacity_goes_view_only(chime: EmbeddedChime) -> None:
+    chime.signaling.video_send_limit = 0
+    async with Browser() as browser:
+        page = await browser.open(chime.base_url + "/?log=info")
+        await page.eval("chimedPage.join('view-only', 'alice', {audio: 'silence'})", 40)
+        await page.eval("chimedPage.startCamera()", 20)
+        # 206 on the SUBSCRIBE_ACK: the SDK drops its local tile and goes on receiving.
+        await console_line(page, "handling status: VideoCallSwitchToViewOnly")
+        state = await page.eval("chimedPage.waitFor((s) => s.tiles.length === 0)", 10)
+        assert state["status"] == "started"
+        stopped = await page.eval("chimedPage.leave()", 20)
+        assert stopped["stopStatus"]["name"] == "Left"
+        errors = [m for m in page.errors() if not any(t in m.text for t in TURN_PENDING)]
+        assert errors == []
