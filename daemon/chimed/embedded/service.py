@@ -19,9 +19,12 @@ from aiohttp import WSCloseCode, web
 from chimed.embedded.control_plane import add_control_plane
 from chimed.embedded.events_ingestion import add_event_ingestion_routes
 from chimed.embedded.registry import Registry
+from chimed.embedded.signaling_server import TurnCredentials
 from chimed.embedded.signaling_server import install as install_signaling
+from chimed.embedded.turn import TurnRelay
 from chimed.embedded.web import add_web_routes
 from chimed.errors import InvalidArgument
+from chimed.media.ice import use_loopback_stun_timers
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,13 @@ class EmbeddedChime:
         self.app.on_shutdown.append(self._shutdown)
         add_control_plane(self.app, self.registry, self.urls)
         self.signaling = install_signaling(self)  # /control/{meeting_id} and the media server
+        # As the real service does, every JOIN_ACK names a TURN relay, so clients run
+        # relay-only ICE; the relay listens and relays on loopback only.
+        self.turn = TurnRelay()
+        use_loopback_stun_timers()
+        self.add_startup(self.turn.start)
+        self.add_cleanup(self.turn.stop)
+        self.signaling.turn_credentials = self._turn_credentials
         add_web_routes(self.app, self.registry, self.urls)
         add_event_ingestion_routes(self.app)  # MediaPlacement.EventIngestionUrl
 
@@ -109,6 +119,10 @@ class EmbeddedChime:
     def urls(self) -> tuple[str, str, str]:
         """(base_url, ws_url, turn_url), as Meeting.to_json takes them."""
         return self.base_url, self.ws_url, self.turn_url
+
+    def _turn_credentials(self, meeting_id: str, attendee_id: str) -> TurnCredentials:
+        c = self.turn.issue_credentials(attendee_id)
+        return TurnCredentials(c.username, c.password, c.ttl, list(c.uris))
 
     # --- hooks ---------------------------------------------------------------------------------
     def add_startup(self, fn: Hook) -> None:

@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 AudioConsumer = Callable[[MediaStreamTrack], Awaitable[None]]
 StateHandler = Callable[[str], None]
 
+# Closing deletes the TURN allocation, and a TURN server that is gone is retried for up to
+# ~30 s (RFC 8489 timers). The close goes on in the background past this bound, so a stop
+# never waits on a dead relay; drain_closing() collects what is left at shutdown.
+CLOSE_WAIT_S = 2.0
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def drain_closing(timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    """Wait (bounded) for peer connections still closing in the background."""
+    if _closing:
+        await asyncio.wait(set(_closing), timeout=timeout)
+
 
 async def drain(track: MediaStreamTrack) -> None:
     """The default audio output: read and drop the received audio until the track ends."""
@@ -92,7 +104,12 @@ class ChimePeer:
             return
         self._closed = True
         await self._stop_output()
-        await self._pc.close()
+        closing = asyncio.create_task(self._pc.close(), name="chimed-peer-close")
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+        done, _ = await asyncio.wait([closing], timeout=CLOSE_WAIT_S)
+        if not done:
+            log.info("peer connection still closing (TURN relay not answering); going on")
         self._gate.stop()
         self._silence.stop()
 

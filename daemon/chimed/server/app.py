@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from chimed.embedded.service import EmbeddedChime
 from chimed.errors import InvalidArgument
 from chimed.media.ice import pin_host_addresses
+from chimed.media.peer import drain_closing
 from chimed.meetings.client import MeetingsClient
 from chimed.server.errors import Servicer
 from chimed.server.media_services import AudioService, VideoService
@@ -177,6 +178,7 @@ class Daemon:
             await self.server.stop(grace)
         if self.embedded is not None:
             await self.embedded.stop()
+        await drain_closing()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.config.socket_path)
         self._stopped.set()

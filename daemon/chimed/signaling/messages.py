@@ -43,7 +43,8 @@ def client_details() -> sig.SdkClientDetails:
 
 
 def join(audio_session_id: int) -> Frame:
-    # HAS_STREAM_UPDATE is required: a JOIN without it is answered as view-only (206).
+    # HAS_STREAM_UPDATE: without it the service sends this client no presence updates
+    # (AUDIO_STREAM_ID_INFO), and the session could never see itself present.
     return Frame(
         type=Frame.JOIN,
         join=sig.SdkJoinFrame(
