@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from chime.v1 import types_pb2 as chime_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hime/v1/audio.proto\x12\x08\x63hime.v1\x1a\x14\x63hime/v1/types.proto\"!\n\x0bMuteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1d\n\x0cMuteResponse\x12\r\n\x05muted\x18\x01 \x01(\x08\"#\n\rUnmuteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1f\n\x0eUnmuteResponse\x12\r\n\x05muted\x18\x01 \x01(\x08\"\'\n\x11GetDevicesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"}\n\x12GetDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.chime.v1.MediaDevice\x12\x1e\n\x16\x61\x63tive_input_device_id\x18\x02 \x01(\t\x12\x1f\n\x17\x61\x63tive_output_device_id\x18\x03 \x01(\t\"9\n\x10SetDeviceRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\":\n\x11SetDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"2\n\tPcmFormat\x12\x13\n\x0bsample_rate\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\"Z\n\x12StreamInputRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x13.chime.v1.PcmFormat\x12\x0b\n\x03pcm\x18\x03 \x01(\x0c\"/\n\x13StreamInputResponse\x12\x18\n\x10samples_received\x18\x01 \x01(\x04\"N\n\x13StreamOutputRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x13.chime.v1.PcmFormat\"5\n\x14StreamOutputResponse\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x32\xb0\x03\n\x0c\x41udioService\x12\x35\n\x04Mute\x12\x15.chime.v1.MuteRequest\x1a\x16.chime.v1.MuteResponse\x12;\n\x06Unmute\x12\x17.chime.v1.UnmuteRequest\x1a\x18.chime.v1.UnmuteResponse\x12G\n\nGetDevices\x12\x1b.chime.v1.GetDevicesRequest\x1a\x1c.chime.v1.GetDevicesResponse\x12\x44\n\tSetDevice\x12\x1a.chime.v1.SetDeviceRequest\x1a\x1b.chime.v1.SetDeviceResponse\x12L\n\x0bStreamInput\x12\x1c.chime.v1.StreamInputRequest\x1a\x1d.chime.v1.StreamInputResponse(\x01\x12O\n\x0cStreamOutput\x12\x1d.chime.v1.StreamOutputRequest\x1a\x1e.chime.v1.StreamOutputResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hime/v1/audio.proto\x12\x08\x63hime.v1\x1a\x14\x63hime/v1/types.proto\"!\n\x0bMuteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1d\n\x0cMuteResponse\x12\r\n\x05muted\x18\x01 \x01(\x08\"#\n\rUnmuteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1f\n\x0eUnmuteResponse\x12\r\n\x05muted\x18\x01 \x01(\x08\"\'\n\x11GetDevicesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"}\n\x12GetDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.chime.v1.MediaDevice\x12\x1e\n\x16\x61\x63tive_input_device_id\x18\x02 \x01(\t\x12\x1f\n\x17\x61\x63tive_output_device_id\x18\x03 \x01(\t\"g\n\x10SetDeviceRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12,\n\tdirection\x18\x03 \x01(\x0e\x32\x19.chime.v1.DeviceDirection\":\n\x11SetDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"2\n\tPcmFormat\x12\x13\n\x0bsample_rate\x18\x01 \x01(\r\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\"Z\n\x12StreamInputRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x13.chime.v1.PcmFormat\x12\x0b\n\x03pcm\x18\x03 \x01(\x0c\"/\n\x13StreamInputResponse\x12\x18\n\x10samples_received\x18\x01 \x01(\x04\"N\n\x13StreamOutputRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12#\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x13.chime.v1.PcmFormat\"5\n\x14StreamOutputResponse\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x32\xb0\x03\n\x0c\x41udioService\x12\x35\n\x04Mute\x12\x15.chime.v1.MuteRequest\x1a\x16.chime.v1.MuteResponse\x12;\n\x06Unmute\x12\x17.chime.v1.UnmuteRequest\x1a\x18.chime.v1.UnmuteResponse\x12G\n\nGetDevices\x12\x1b.chime.v1.GetDevicesRequest\x1a\x1c.chime.v1.GetDevicesResponse\x12\x44\n\tSetDevice\x12\x1a.chime.v1.SetDeviceRequest\x1a\x1b.chime.v1.SetDeviceResponse\x12L\n\x0bStreamInput\x12\x1c.chime.v1.StreamInputRequest\x1a\x1d.chime.v1.StreamInputResponse(\x01\x12O\n\x0cStreamOutput\x12\x1d.chime.v1.StreamOutputRequest\x1a\x1e.chime.v1.StreamOutputResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDEVICESRESPONSE']._serialized_start=233
   _globals['_GETDEVICESRESPONSE']._serialized_end=358
   _globals['_SETDEVICEREQUEST']._serialized_start=360
-  _globals['_SETDEVICEREQUEST']._serialized_end=417
-  _globals['_SETDEVICERESPONSE']._serialized_start=419
-  _globals['_SETDEVICERESPONSE']._serialized_end=477
-  _globals['_PCMFORMAT']._serialized_start=479
-  _globals['_PCMFORMAT']._serialized_end=529
-  _globals['_STREAMINPUTREQUEST']._serialized_start=531
-  _globals['_STREAMINPUTREQUEST']._serialized_end=621
-  _globals['_STREAMINPUTRESPONSE']._serialized_start=623
-  _globals['_STREAMINPUTRESPONSE']._serialized_end=670
-  _globals['_STREAMOUTPUTREQUEST']._serialized_start=672
-  _globals['_STREAMOUTPUTREQUEST']._serialized_end=750
-  _globals['_STREAMOUTPUTRESPONSE']._serialized_start=752
-  _globals['_STREAMOUTPUTRESPONSE']._serialized_end=805
-  _globals['_AUDIOSERVICE']._serialized_start=808
-  _globals['_AUDIOSERVICE']._serialized_end=1240
+  _globals['_SETDEVICEREQUEST']._serialized_end=463
+  _globals['_SETDEVICERESPONSE']._serialized_start=465
+  _globals['_SETDEVICERESPONSE']._serialized_end=523
+  _globals['_PCMFORMAT']._serialized_start=525
+  _globals['_PCMFORMAT']._serialized_end=575
+  _globals['_STREAMINPUTREQUEST']._serialized_start=577
+  _globals['_STREAMINPUTREQUEST']._serialized_end=667
+  _globals['_STREAMINPUTRESPONSE']._serialized_start=669
+  _globals['_STREAMINPUTRESPONSE']._serialized_end=716
+  _globals['_STREAMOUTPUTREQUEST']._serialized_start=718
+  _globals['_STREAMOUTPUTREQUEST']._serialized_end=796
+  _globals['_STREAMOUTPUTRESPONSE']._serialized_start=798
+  _globals['_STREAMOUTPUTRESPONSE']._serialized_end=851
+  _globals['_AUDIOSERVICE']._serialized_start=854
+  _globals['_AUDIOSERVICE']._serialized_end=1286
 # @@protoc_insertion_point(module_scope)

@@ -147,17 +147,23 @@ class SetDeviceRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     DEVICE_ID_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     device_id: _builtins.str
+    direction: _types_pb2.DeviceDirection.ValueType
+    """Which slot to switch. Optional: the device's own direction decides; needed only for an id
+    that names both an input and an output (e.g. virtual:pcm, a duplex PortAudio device).
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         device_id: _builtins.str = ...,
+        direction: _types_pb2.DeviceDirection.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "direction", b"direction", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
