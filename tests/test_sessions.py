@@ -188,6 +188,7 @@ async def test_start_stop_and_audio_video_events(chimed: Any) -> None:
     av = EventStream(
         chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
     )
+    await _wait_observers(chimed, sid, "audio_video", 1)
     await chimed.sessions.Start(S.StartRequest(session_id=sid))
     first = await av.expect("audio_session_started_connecting")
     assert first.session_id == sid and first.sequence == 1 and first.time.seconds > 0
@@ -230,6 +231,7 @@ async def test_data_messages_between_sessions(chimed: Any) -> None:
             S.AddDataMessageObserverRequest(session_id=alice.session_id, topics=["other"])
         )
     )
+    await _wait_observers(chimed, alice.session_id, "data_message", 2)
     sent = await chimed.sessions.SendMessage(
         S.SendMessageRequest(session_id=bob.session_id, message=_struct({"text": "hi", "n": 2}))
     )
@@ -295,6 +297,7 @@ async def test_realtime_presence_and_mute(chimed: Any) -> None:
     )
     first = await rt.expect("attendees_joined")  # the current roster first
     assert alice.attendee_id in attendee_ids(first.attendees_joined)
+    await _wait_observers(chimed, alice.session_id, "realtime", 1)
     bob = await started_session(chimed, meeting, "bob")
     joined = await rt.expect("attendees_joined", lambda e: bob.attendee_id in attendee_ids(e))
     assert {a.external_user_id for a in joined.attendees_joined.attendees} >= {"bob"}
@@ -405,6 +408,7 @@ async def test_wrong_join_token_stops_with_authentication_rejected(chimed: Any) 
     av = EventStream(
         chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
     )
+    await _wait_observers(chimed, sid, "audio_video", 1)
     await chimed.sessions.Start(S.StartRequest(session_id=sid))
     event = await av.expect("audio_session_stopped")
     status = event.audio_session_stopped.status.code
@@ -460,3 +464,49 @@ async def test_delete_meeting_and_attendee_end_sessions(chimed: Any) -> None:
     assert event.audio_session_stopped.status.code == types_pb2.SESSION_STATUS_CODE_AUDIO_CALL_ENDED
     for sid in (alice.session_id, bob.session_id):
         await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
+
+
+async def test_non_json_data_arrives_as_raw_bytes(chimed: Any, daemon: Any) -> None:
+    """Another client (here chimed's own ChimeSession, in this test process) may send bytes
+    that are not a JSON object: observers get them as raw data, with no json."""
+    from chimed.session.config import SessionConfig
+    from chimed.session.observers import ObserverHub
+    from chimed.session.session import ChimeSession
+
+    meeting = await create_meeting(chimed)
+    alice = await started_session(chimed, meeting, "alice")
+    inbox = EventStream(
+        chimed.sessions.AddDataMessageObserver(
+            S.AddDataMessageObserverRequest(session_id=alice.session_id)
+        )
+    )
+    other = await create_attendee(chimed, meeting, "raw-sender")
+    placement = meeting.media_placement
+    config = SessionConfig(
+        meeting.meeting_id,
+        meeting.external_meeting_id,
+        other.attendee_id,
+        other.external_user_id,
+        other.join_token,
+        placement.signaling_url,
+        placement.audio_host_url,
+        placement.audio_fallback_url,
+        placement.turn_control_url,
+        meeting.media_region,
+    )
+    await _wait_observers(chimed, alice.session_id, "data_message", 1)
+    sender = ChimeSession(config, ObserverHub("raw"))
+    await sender.start()
+    try:
+        await sender.wait_started(15)
+        for payload in (b"\xff\x00 not json", b"[1, 2, 3]"):
+            await sender.send_message("default", payload)
+            event = await inbox.expect("data_message_received")
+            message = event.data_message_received.data_message
+            assert message.data == payload
+            assert not message.HasField("json")
+            assert message.sender_attendee_id == other.attendee_id
+    finally:
+        await sender.stop()
+    await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=alice.session_id))
+    await inbox.close()
