@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fractions
 import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
+import pytest
+from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
 from chimed.embedded.audio_levels import (
@@ -15,7 +25,20 @@ from chimed.embedded.audio_levels import (
     MetadataTracker,
     metadata_volume,
 )
-from chimed.embedded.mixer import FRAME_SAMPLES, SAMPLE_RATE, AudioMixer, JitterBuffer, saturate
+from chimed.embedded.mixer import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioMixer,
+    JitterBuffer,
+    frame_to_mono,
+    saturate,
+)
+from chimed.embedded.registry import Meeting
+from chimed.media.ice import rtc_configuration
+
+from tests.test_signaling_server import TIMEOUT, Client, Service, frame, subscribe, wait_for_info
+
+T = pb.SdkSignalFrame.Type
 
 N = FRAME_SAMPLES
 
@@ -215,6 +238,20 @@ def test_metadata_names_speakers_then_silences_them_once() -> None:
     assert tracker.window({}, {}) is None
 
 
+def test_metadata_carries_a_speaker_over_one_window_without_audio() -> None:
+    tracker = MetadataTracker()
+    tracker.window({1: -15.0, 2: -25.0}, {})
+    states = tracker.window({2: -26.0}, {})  # nothing at all arrived from 1: a stall
+    assert states is not None
+    assert [(s.audio_stream_id, s.volume) for s in states] == [(1, 15), (2, 26)]
+    states = tracker.window({2: -26.0}, {})  # a second window without audio: silent
+    assert states is not None
+    assert [(s.audio_stream_id, s.volume) for s in states] == [(1, SILENT_VOLUME), (2, 26)]
+    states = tracker.window({2: -math.inf}, {})  # muted: silent at once
+    assert states is not None
+    assert [(s.audio_stream_id, s.volume) for s in states] == [(2, SILENT_VOLUME)]
+
+
 def test_signal_strength_from_packet_loss() -> None:
     counter = LossCounter()
     assert counter.strength(1, received=100, lost=0) == 2
@@ -228,3 +265,215 @@ def test_volume_maps_into_the_web_clients_range() -> None:
     state = pb.SdkAudioAttendeeState(volume=metadata_volume(-16.0))
     assert 0.9 < 1 - (state.volume - 14) / 28 <= 1.0
     assert 1 - (SILENT_VOLUME - 14) / 28 <= 0.0
+
+
+# --- end to end: the embedded service, real aiortc peers ------------------------------------
+class ToneTrack(MediaStreamTrack):  # type: ignore[misc]
+    """A microphone playing a sine (or silence when `freq` is None), paced at 20 ms."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.freq: float | None = None
+        self.amplitude = 0.3
+        self._start: float | None = None
+        self._pts = 0
+
+    async def recv(self) -> AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += N
+            delay = self._start + self._pts / SAMPLE_RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if self.freq is None:
+            pcm = np.zeros(N, np.int16)
+        else:
+            pcm = tone(self.freq, self.amplitude, start=self._pts)
+        frame = frame_of(pcm)
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        return frame
+
+
+class Ear:
+    """Everything a peer hears, decoded to mono; waits on arrivals, never on the clock."""
+
+    def __init__(self) -> None:
+        self.frames: list[npt.NDArray[np.int16]] = []
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def listen(self, track: MediaStreamTrack) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(track))
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, AudioFrame)
+            self.frames.append(frame_to_mono(frame).copy())
+            self._arrived.set()
+
+    async def next_frames(self, count: int) -> npt.NDArray[np.int16]:
+        """The next `count` frames heard from now on, concatenated."""
+        start = len(self.frames)
+        while len(self.frames) < start + count:
+            self._arrived.clear()
+            await asyncio.wait_for(self._arrived.wait(), TIMEOUT)
+        return np.concatenate(self.frames[start : start + count])
+
+    async def until(self, loud: bool) -> None:
+        """Wait until a frame is heard that is loud (or silent) as asked."""
+        while True:
+            if (peak(await self.next_frames(1)) > LOUD) == loud:
+                return
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+LOUD = 1000  # a peak above this is sound; Opus-decoded silence stays far below
+
+
+def peak(pcm: npt.NDArray[np.int16]) -> int:
+    return int(np.abs(pcm.astype(np.int32)).max())
+
+
+@dataclass
+class Peer:
+    sig: Client
+    pc: RTCPeerConnection
+    mic: ToneTrack
+    ear: Ear
+    stream_id: int = 0
+
+    async def close(self) -> None:
+        await self.ear.close()
+        await self.sig.ws.close()
+        await self.pc.close()
+
+
+@pytest.fixture
+async def chime() -> AsyncIterator[Service]:
+    from chimed.embedded.service import EmbeddedChime
+
+    service = EmbeddedChime()
+    await service.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Service(service.registry, service.signaling, service.ws_url, http)
+    finally:
+        await service.stop()
+
+
+async def join_peer(service: Service, meeting: Meeting, user: str) -> Peer:
+    sig = await service.join(meeting, user)
+    pc = RTCPeerConnection(rtc_configuration())
+    mic, ear = ToneTrack(), Ear()
+    pc.on("track", ear.listen)
+    pc.addTrack(mic)
+    await subscribe(sig, pc)
+    assert sig.attendee is not None
+    me = sig.attendee.attendee_id
+    roster = await wait_for_info(sig, lambda i: any(e.attendee_id == me for e in i))
+    stream_id = next(e.audio_stream_id for e in roster if e.attendee_id == me)
+    return Peer(sig, pc, mic, ear, stream_id)
+
+
+async def set_muted(peer: Peer, muted: bool) -> None:
+    control = frame(T.AUDIO_CONTROL)
+    control.audio_control.muted = muted
+    await peer.sig.send(control)
+
+
+def is_mute_update(info: list[pb.SdkAudioStreamIdInfo]) -> bool:
+    return info[0].HasField("muted") and not info[0].attendee_id
+
+
+def frequency_of(pcm: npt.NDArray[np.int16]) -> float:
+    """The dominant frequency, to a fraction of a hertz (parabolic peak interpolation)."""
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm)), n=4 * len(pcm)))
+    k = int(np.argmax(spectrum))
+    a, b, c = np.log(spectrum[k - 1 : k + 2])
+    offset = 0.5 * (a - c) / (a - 2 * b + c)
+    return float((k + offset) * SAMPLE_RATE / (4 * len(pcm)))
+
+
+@pytest.mark.timeout(60)
+async def test_b_hears_a_tone_a_never_hears_itself_and_mute_silences_a(chime: Service) -> None:
+    meeting = chime.meeting()
+    a = await join_peer(chime, meeting, "alice")
+    b = await join_peer(chime, meeting, "bob")
+    try:
+        a.mic.freq = 440.0
+        await b.ear.until(loud=True)
+        heard = await b.ear.next_frames(25)
+        assert abs(frequency_of(heard) - 440.0) < 2.0
+        assert peak(await a.ear.next_frames(25)) < LOUD  # meanwhile, A hears nothing of itself
+
+        await set_muted(a, True)
+        for peer in (a, b):  # everyone is told, the muted one too
+            info = await wait_for_info(peer.sig, is_mute_update)
+            assert (info[0].audio_stream_id, info[0].muted) == (a.stream_id, True)
+        await b.ear.until(loud=False)  # what was in flight has played out
+        assert peak(await b.ear.next_frames(25)) < LOUD  # A still plays: B hears silence
+
+        await set_muted(a, False)
+        await b.ear.until(loud=True)
+        assert abs(frequency_of(await b.ear.next_frames(25)) - 440.0) < 2.0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def metadata_naming(
+    client: Client, stream_id: int, match: object
+) -> pb.SdkAudioAttendeeState:
+    """The first AUDIO_METADATA state of `stream_id` that satisfies `match`."""
+    assert callable(match)
+    while True:
+        states = (await client.expect(T.AUDIO_METADATA)).audio_metadata.attendee_states
+        for state in states:
+            if state.audio_stream_id == stream_id and match(state):
+                return state
+
+
+@pytest.mark.timeout(60)
+async def test_audio_metadata_follows_the_speakers_volume(chime: Service) -> None:
+    meeting = chime.meeting()
+    a = await join_peer(chime, meeting, "alice")
+    b = await join_peer(chime, meeting, "bob")
+    try:
+        # aiortc's sender upmixes mono to stereo at -3 dB: a sine of amplitude x arrives at
+        # 20 log10(x / sqrt(2)) - 3 dBFS.
+        a.mic.freq, a.mic.amplitude = 440.0, 0.03  # about -34 dBFS: barely there
+        quiet = await metadata_naming(b.sig, a.stream_id, lambda s: s.volume <= 38)
+        assert quiet.volume >= 31
+        assert quiet.signal_strength == 2  # loopback loses nothing
+        a.mic.amplitude = 0.5  # about -12 dBFS: louder, so a smaller attenuation
+        # (a window straddling the change reads in between)
+        loud = await metadata_naming(b.sig, a.stream_id, lambda s: s.volume <= 13)
+        assert loud.volume >= 10
+        assert not loud.muted
+
+        b.mic.freq = 660.0  # B keeps the frames coming while A goes quiet
+        a.mic.freq = None
+        gone = await metadata_naming(b.sig, a.stream_id, lambda s: s.volume > 20)
+        assert gone.volume >= 42  # the client reads it as 0
+        # From then on A is left out: the next frames name B only.
+        for _ in range(3):
+            states = (await b.sig.expect(T.AUDIO_METADATA)).audio_metadata.attendee_states
+            assert [s.audio_stream_id for s in states] == [b.stream_id]
+        # A receives the same frames, naming B.
+        await metadata_naming(a.sig, b.stream_id, lambda s: s.volume < 20)
+    finally:
+        await a.close()
+        await b.close()

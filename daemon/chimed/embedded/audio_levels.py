@@ -101,41 +101,50 @@ class MetadataTracker:
     """One meeting's AUDIO_METADATA: which streams a window's frame names, and how."""
 
     def __init__(self) -> None:
-        self._speaking: set[int] = set()
+        self._speaking: dict[int, pb.SdkAudioAttendeeState] = {}  # named in the last frame
+        self._carried: set[int] = set()  # named again without audio in the last window
+        self.loss = LossCounter()
 
     def window(
         self, levels: Mapping[int, float], strengths: Mapping[int, int]
     ) -> list[pb.SdkAudioAttendeeState] | None:
         """The attendee states for this window, or None when there is nothing to say.
 
-        `levels`: dBFS per unmuted stream that sent audio in the window; `strengths`: signal
-        strength per stream with a receiver.
+        `levels`: dBFS per speaker that sent audio in the window (-inf when muted);
+        `strengths`: signal strength per stream with a receiver. A speaker with no audio at
+        all in one window (a stall on the way) keeps its last state for that window.
         """
-        states: list[pb.SdkAudioAttendeeState] = []
-        speaking: set[int] = set()
-        for stream_id, level in sorted(levels.items()):
-            if level < SILENT_DBFS:
-                continue
-            speaking.add(stream_id)
-            states.append(
-                pb.SdkAudioAttendeeState(
+        speaking: dict[int, pb.SdkAudioAttendeeState] = {}
+        carried: set[int] = set()
+        for stream_id, level in levels.items():
+            if level >= SILENT_DBFS:
+                speaking[stream_id] = pb.SdkAudioAttendeeState(
                     audio_stream_id=stream_id,
                     volume=metadata_volume(level),
                     muted=False,
                     signal_strength=strengths.get(stream_id, MAX_SIGNAL_STRENGTH),
                 )
-            )
-        for stream_id in sorted(self._speaking - speaking):  # fell silent, muted or left
-            states.append(
-                pb.SdkAudioAttendeeState(
-                    audio_stream_id=stream_id,
-                    volume=SILENT_VOLUME,
-                    signal_strength=strengths.get(stream_id, MAX_SIGNAL_STRENGTH),
+        silenced: list[pb.SdkAudioAttendeeState] = []
+        for stream_id, last in self._speaking.items():
+            if stream_id in speaking:
+                continue
+            if stream_id not in levels and stream_id not in self._carried:
+                speaking[stream_id] = last
+                carried.add(stream_id)
+            else:  # fell silent or muted: named once more, as silent
+                silenced.append(
+                    pb.SdkAudioAttendeeState(
+                        audio_stream_id=stream_id,
+                        volume=SILENT_VOLUME,
+                        signal_strength=strengths.get(stream_id, MAX_SIGNAL_STRENGTH),
+                    )
                 )
-            )
-        self._speaking = speaking
+        self._speaking, self._carried = speaking, carried
+        states = sorted([*speaking.values(), *silenced], key=lambda s: s.audio_stream_id)
         return states or None
 
     def forget(self, stream_id: int) -> None:
         """The stream left: the client has dropped its mapping, so never name it again."""
-        self._speaking.discard(stream_id)
+        self._speaking.pop(stream_id, None)
+        self._carried.discard(stream_id)
+        self.loss.forget(stream_id)

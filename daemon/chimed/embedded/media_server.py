@@ -7,7 +7,9 @@ the attendee present) and pushed to the meeting's mixer; the attendee receives o
 inactive until video forwarding exists.
 
 The mixer is the seam for real mixing: `Mixer.push` takes a speaker's decoded frames,
-`Mixer.pull` gives a listener's next chunk of PCM. `SilenceMixer` is the stand-in.
+`Mixer.pull` gives a listener's next chunk of PCM (chimed.embedded.mixer.AudioMixer; the
+`SilenceMixer` stand-in hears nothing). Every `metadata_interval` the meeting's speaker levels
+and receivers' packet loss become AUDIO_METADATA attendee states, handed to `on_audio_metadata`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from typing import Protocol
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
+from chime.signaling import signaling_pb2 as pb
 
+from chimed.embedded.audio_levels import MetadataTracker
+from chimed.embedded.mixer import AudioMixer
 from chimed.media.ice import rtc_configuration
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,10 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 48000
 PTIME = 0.020
 SAMPLES_PER_FRAME = int(SAMPLE_RATE * PTIME)
+METADATA_INTERVAL = 0.2  # the real service sends AUDIO_METADATA every 100-200 ms
+
+# (meeting id, attendee states): one AUDIO_METADATA frame's content for the whole meeting.
+MetadataSink = Callable[[str, list[pb.SdkAudioAttendeeState]], None]
 
 
 class Mixer(Protocol):
@@ -46,6 +55,12 @@ class Mixer(Protocol):
 
     def remove(self, stream_id: int) -> None: ...
 
+    def set_muted(self, stream_id: int, muted: bool) -> None: ...
+
+    def take_levels(self) -> dict[int, float]:
+        """dBFS per speaker over what was pushed since the last call (-inf when muted)."""
+        ...
+
 
 class SilenceMixer:
     """Hears nothing, says nothing: the stand-in until real mixing lands."""
@@ -58,6 +73,12 @@ class SilenceMixer:
 
     def remove(self, stream_id: int) -> None:
         pass
+
+    def set_muted(self, stream_id: int, muted: bool) -> None:
+        pass
+
+    def take_levels(self) -> dict[int, float]:
+        return {}
 
 
 class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
@@ -129,18 +150,29 @@ class MediaServer:
     def __init__(
         self,
         configuration: Callable[[], RTCConfiguration] = rtc_configuration,
-        mixer_factory: Callable[[str], Mixer] = lambda _meeting_id: SilenceMixer(),
+        mixer_factory: Callable[[str], Mixer] = lambda _meeting_id: AudioMixer(),
+        metadata_interval: float = METADATA_INTERVAL,
     ) -> None:
         self._configuration = configuration
         self.mixer_factory = mixer_factory
+        self.metadata_interval = metadata_interval
+        self.on_audio_metadata: MetadataSink | None = None
         self._mixers: dict[str, Mixer] = {}
+        self._trackers: dict[str, MetadataTracker] = {}
         self._peers: dict[tuple[str, int], _Peer] = {}
+        self._metadata_task: asyncio.Task[None] | None = None
 
     def mixer(self, meeting_id: str) -> Mixer:
         mixer = self._mixers.get(meeting_id)
         if mixer is None:
             mixer = self._mixers[meeting_id] = self.mixer_factory(meeting_id)
         return mixer
+
+    def set_muted(self, meeting_id: str, stream_id: int, muted: bool) -> None:
+        """Mute state for the mix (signaling knows it); a meeting without media ignores it."""
+        mixer = self._mixers.get(meeting_id)
+        if mixer is not None:
+            mixer.set_muted(stream_id, muted)
 
     async def answer(
         self,
@@ -157,6 +189,8 @@ class MediaServer:
             peer = _Peer(meeting_id, stream_id, pc, on_first_audio)
             self._peers[key] = peer
             pc.on("track", lambda track: self._on_track(peer, track))
+            if self._metadata_task is None:
+                self._metadata_task = asyncio.get_running_loop().create_task(self._metadata_loop())
         try:
             await peer.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             self._attach(peer)
@@ -217,9 +251,53 @@ class MediaServer:
         mixer = self._mixers.get(meeting_id)
         if mixer is not None:
             mixer.remove(stream_id)
+        tracker = self._trackers.get(meeting_id)
+        if tracker is not None:
+            tracker.forget(stream_id)
         if not any(m == meeting_id for m, _ in self._peers):
             self._mixers.pop(meeting_id, None)
+            self._trackers.pop(meeting_id, None)
+        if not self._peers and self._metadata_task is not None:
+            task, self._metadata_task = self._metadata_task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- AUDIO_METADATA --------------------------------------------------------------------
+    async def _metadata_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.metadata_interval)
+            for meeting_id, mixer in list(self._mixers.items()):
+                try:
+                    await self._meeting_metadata(meeting_id, mixer)
+                except Exception:
+                    log.exception("audio metadata of meeting %s failed", meeting_id)
+
+    async def _meeting_metadata(self, meeting_id: str, mixer: Mixer) -> None:
+        tracker = self._trackers.setdefault(meeting_id, MetadataTracker())
+        levels = mixer.take_levels()
+        strengths: dict[int, int] = {}
+        for stream_id in levels:  # only speakers are named, so only theirs are measured
+            peer = self._peers.get((meeting_id, stream_id))
+            counts = await _receiver_counts(peer.pc) if peer is not None else None
+            if counts is not None:
+                strengths[stream_id] = tracker.loss.strength(stream_id, *counts)
+        states = tracker.window(levels, strengths)
+        if states is not None and self.on_audio_metadata is not None:
+            self.on_audio_metadata(meeting_id, states)
 
     async def close(self) -> None:
         for meeting_id, stream_id in list(self._peers):
             await self.close_peer(meeting_id, stream_id)
+
+
+async def _receiver_counts(pc: RTCPeerConnection) -> tuple[int, int] | None:
+    """(packets received, packets lost) so far on the peer's first audio receiver."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "audio":
+            report = await transceiver.receiver.getStats()
+            for stats in report.values():
+                if stats.type == "inbound-rtp":
+                    return int(stats.packetsReceived), max(0, int(stats.packetsLost))
+            return None
+    return None

@@ -14,6 +14,7 @@ on their own 20 ms clocks.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -65,7 +66,8 @@ def frame_to_mono(frame: AudioFrame, resampler: AudioResampler | None = None) ->
     """The frame as mono s16 48 kHz samples (`resampler` is needed unless `is_native`)."""
     if is_native(frame):
         channels = 2 if frame.layout.name == "stereo" else 1
-        raw = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16, count=frame.samples * channels)
+        count = frame.samples * channels
+        raw = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16, count=count)
         if channels == 1:
             return raw
         return ((raw[0::2].astype(np.int32) + raw[1::2]) >> 1).astype(np.int16)
@@ -232,10 +234,10 @@ class AudioMixer:
             self._muted.discard(stream_id)
 
     def take_levels(self) -> dict[int, float]:
-        """dBFS per unmuted speaker over the audio pushed since the last call."""
+        """dBFS per speaker over the audio pushed since the last call (muted: -inf)."""
         levels: dict[int, float] = {}
         for stream_id, state in self._speakers.items():
-            level = state.meter.take()
+            level = -math.inf if stream_id in self._muted else state.meter.take()
             if level is not None:
                 levels[stream_id] = level
         return levels

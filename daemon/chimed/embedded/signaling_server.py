@@ -168,6 +168,7 @@ class SignalingServer:
         self._meetings: dict[str, _MeetingState] = {}
         self._sessions: set[_Session] = set()
         self._ping_ids = itertools.count(1)
+        self.media.on_audio_metadata = self._audio_metadata
         registry.on_meeting_deleted(self._meeting_deleted)
         registry.on_attendee_deleted(self._attendee_deleted)
 
@@ -281,10 +282,7 @@ class SignalingServer:
         elif kind == T.SUBSCRIBE:
             await self._subscribe(session, frame.sub)
         elif kind == T.AUDIO_CONTROL:
-            state = self._meetings[session.meeting_id]
-            self._announce(
-                state, state.room.set_muted(session.stream_id, frame.audio_control.muted)
-            )
+            self._set_muted(session, frame.audio_control.muted)
         elif kind == T.DATA_MESSAGE:
             self._data_message(session, list(frame.data_message.messages))
         elif kind == T.LEAVE:
@@ -345,7 +343,7 @@ class SignalingServer:
         state = self._meetings[session.meeting_id]
         stream_id = session.stream_id
         if sub.HasField("audio_muted"):
-            self._announce(state, state.room.set_muted(stream_id, sub.audio_muted))
+            self._set_muted(session, sub.audio_muted)
         try:
             offer = session.codec.offer(sub.sdp_offer, sub.compressed_sdp_offer)
         except SdpCompressionError as e:
@@ -366,6 +364,9 @@ class SignalingServer:
             log.exception("cannot answer the offer of %s", session.attendee.attendee_id)
             self._end(session, INTERNAL_ERROR, 4000 + INTERNAL_ERROR, description="bad offer")
             return
+        participant = state.room.participants.get(stream_id)
+        if participant is not None:  # a mute from before the media existed
+            self.media.set_muted(session.meeting_id, stream_id, participant.muted)
         ack = new_frame(T.SUBSCRIBE_ACK)
         ack.suback.duplex = sub.duplex if sub.HasField("duplex") else pb.RX
         compressed = session.codec.answer(answer.sdp)
@@ -419,6 +420,23 @@ class SignalingServer:
             if s.stream_id in session.paused_streams or s.group_id in session.paused_groups
         )
         return index
+
+    def _set_muted(self, session: _Session, muted: bool) -> None:
+        """AUDIO_CONTROL or SUBSCRIBE's audio_muted: silence the mix and tell everyone."""
+        assert session.stream_id is not None
+        state = self._meetings[session.meeting_id]
+        self.media.set_muted(session.meeting_id, session.stream_id, muted)
+        self._announce(state, state.room.set_muted(session.stream_id, muted))
+
+    def _audio_metadata(self, meeting_id: str, states: list[pb.SdkAudioAttendeeState]) -> None:
+        """The media server's AUDIO_METADATA for a meeting: the same frame to every attendee."""
+        state = self._meetings.get(meeting_id)
+        if state is None or not state.sessions:
+            return
+        frame = new_frame(T.AUDIO_METADATA)
+        frame.audio_metadata.attendee_states.extend(states)
+        for session in state.sessions.values():
+            session.send(frame)
 
     def _data_message(self, session: _Session, messages: list[pb.SdkDataMessagePayload]) -> None:
         state = self._meetings[session.meeting_id]
