@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
+import av
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -33,6 +34,7 @@ from chimed.embedded.mixer import (
     frame_to_mono,
     saturate,
 )
+from chimed.embedded.opus_out import OPUS_SILENCE, SharedOpus, first_audio_codec
 from chimed.embedded.registry import Meeting
 from chimed.media.ice import rtc_configuration
 
@@ -477,3 +479,51 @@ async def test_audio_metadata_follows_the_speakers_volume(chime: Service) -> Non
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.timeout(60)
+async def test_two_speakers_hear_each_other_and_a_third_hears_both(chime: Service) -> None:
+    meeting = chime.meeting()
+    a, b, c = [await join_peer(chime, meeting, u) for u in ("alice", "bob", "carol")]
+    try:
+        a.mic.freq, b.mic.freq = 440.0, 660.0
+        for peer in (a, b, c):
+            await peer.ear.until(loud=True)
+        # Speakers get their own encoding of everyone but themselves.
+        assert abs(frequency_of(await a.ear.next_frames(25)) - 660.0) < 2.0
+        assert abs(frequency_of(await b.ear.next_frames(25)) - 440.0) < 2.0
+        # The listener gets the shared full mix.
+        assert peak_frequencies(await c.ear.next_frames(50), 2) == [440.0, 660.0]
+    finally:
+        for peer in (a, b, c):
+            await peer.close()
+
+
+# --- Opus out ------------------------------------------------------------------------------
+def test_opus_silence_and_shared_encoding_decode() -> None:
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate, decoder.layout, decoder.format = SAMPLE_RATE, "stereo", "s16"
+
+    def decode(payload: bytes) -> npt.NDArray[np.int16]:
+        frames = decoder.decode(av.Packet(payload))
+        return np.concatenate([frame_to_mono(f) for f in frames if isinstance(f, AudioFrame)])
+
+    assert peak(decode(OPUS_SILENCE)) == 0
+    shared = SharedOpus()
+    chunks = [tone(440, 0.3, start=i * N).tobytes() for i in range(20)]
+    heard = []
+    for chunk in chunks:
+        payload = shared.encode(chunk)
+        assert shared.encode(chunk) is payload  # a second listener of the tick: no new encode
+        heard.append(decode(payload))
+    assert abs(frequency_of(np.concatenate(heard[5:])) - 440.0) < 2.0
+
+
+def test_first_audio_codec_of_an_answer() -> None:
+    sdp = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n"
+    )
+    assert first_audio_codec(sdp) == "opus"
+    assert first_audio_codec(sdp.replace("SAVPF 111 0", "SAVPF 0 111")) == "pcmu"
+    assert first_audio_codec("v=0\r\n") is None

@@ -22,8 +22,9 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
@@ -31,6 +32,8 @@ from chime.signaling import signaling_pb2 as pb
 
 from chimed.embedded.audio_levels import MetadataTracker
 from chimed.embedded.mixer import AudioMixer
+from chimed.embedded.opus_out import OPUS_SILENCE, OpusStream, SharedOpus, first_audio_codec
+from chimed.embedded.opus_out import packet as opus_packet
 from chimed.media.ice import rtc_configuration
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,10 @@ class Mixer(Protocol):
         """dBFS per speaker over what was pushed since the last call (-inf when muted)."""
         ...
 
+    def is_shared(self, pcm: bytes) -> bool:
+        """Whether `pcm` (from `pull`) is a mix every non-speaking listener gets, as is."""
+        ...
+
 
 class SilenceMixer:
     """Hears nothing, says nothing: the stand-in until real mixing lands."""
@@ -80,6 +87,9 @@ class SilenceMixer:
     def take_levels(self) -> dict[int, float]:
         return {}
 
+    def is_shared(self, pcm: bytes) -> bool:
+        return False
+
 
 class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
     """What one attendee hears: every 20 ms, its chunk from the meeting mixer."""
@@ -92,8 +102,11 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
         self._listener = listener
         self._start: float | None = None
         self._pts = 0
+        # Set once Opus is negotiated: recv() then hands the sender packets (see opus_out).
+        self.opus: SharedOpus | None = None
+        self._own: OpusStream | None = None
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> AudioFrame | av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         # Pace at real time: the sender encodes whatever recv() returns at once.
@@ -105,6 +118,14 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
             if delay > 0:
                 await asyncio.sleep(delay)
         pcm = self._mixer.pull(self._listener, SAMPLES_PER_FRAME)
+        if self.opus is not None:
+            if pcm is None:
+                return opus_packet(OPUS_SILENCE, self._pts)
+            if self._mixer.is_shared(pcm):
+                return opus_packet(self.opus.encode(pcm), self._pts)
+            if self._own is None:
+                self._own = OpusStream()
+            return opus_packet(self._own.encode(pcm), self._pts)
         frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES_PER_FRAME)
         frame.planes[0].update(pcm if pcm is not None else bytes(SAMPLES_PER_FRAME * 2))
         frame.pts = self._pts
@@ -159,6 +180,7 @@ class MediaServer:
         self.on_audio_metadata: MetadataSink | None = None
         self._mixers: dict[str, Mixer] = {}
         self._trackers: dict[str, MetadataTracker] = {}
+        self._shared_opus: dict[str, SharedOpus] = {}
         self._peers: dict[tuple[str, int], _Peer] = {}
         self._metadata_task: asyncio.Task[None] | None = None
 
@@ -195,6 +217,10 @@ class MediaServer:
             await peer.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             self._attach(peer)
             await peer.pc.setLocalDescription(await peer.pc.createAnswer())
+            if peer.outgoing is not None:  # the sender takes packets only for Opus
+                opus = first_audio_codec(peer.pc.localDescription.sdp) == "opus"
+                shared = self._shared_opus.setdefault(meeting_id, SharedOpus())
+                peer.outgoing.opus = shared if opus else None
         except Exception:
             await self.close_peer(meeting_id, stream_id)
             raise
@@ -257,6 +283,7 @@ class MediaServer:
         if not any(m == meeting_id for m, _ in self._peers):
             self._mixers.pop(meeting_id, None)
             self._trackers.pop(meeting_id, None)
+            self._shared_opus.pop(meeting_id, None)
         if not self._peers and self._metadata_task is not None:
             task, self._metadata_task = self._metadata_task, None
             task.cancel()

@@ -169,16 +169,16 @@ class _Tick:
     index: int
     total: Sum | None  # every contributing speaker summed
     parts: dict[int, Sum]  # each contributing speaker's own samples
-    _full: bytes | None = None
+    full: bytes | None = None  # packed on first use
     _full_done: bool = False
 
     def for_listener(self, listener: int) -> bytes | None:
         own = self.parts.get(listener)
         if own is None:
             if not self._full_done:  # packed once, shared by every non-speaking listener
-                self._full = saturate(self.total) if self.total is not None else None
+                self.full = saturate(self.total) if self.total is not None else None
                 self._full_done = True
-            return self._full
+            return self.full
         if len(self.parts) == 1:
             return None  # only its own voice
         assert self.total is not None
@@ -241,6 +241,10 @@ class AudioMixer:
             if level is not None:
                 levels[stream_id] = level
         return levels
+
+    def is_shared(self, pcm: bytes) -> bool:
+        """Whether `pcm` is a recent tick's full mix, given as is to every non-speaker."""
+        return any(tick.full is pcm for tick in reversed(self._ticks))
 
     def remove(self, stream_id: int) -> None:
         self._speakers.pop(stream_id, None)

@@ -1,0 +1,101 @@
+"""Opus for listener tracks, encoded at most once per distinct mix.
+
+aiortc's sender encodes every frame a track returns (in a worker thread, stereo, 96 kbps) but
+sends an `av.Packet` as it is. So when the answer picked Opus, a listener track hands over
+packets: a fixed 3-byte Opus silence frame when the mix is silent (no encoding at all), the
+meeting's shared encoding of the full mix for every listener that is not speaking (one encode
+per tick however many listen), and its own encoder's output only for a speaking listener,
+who hears everyone but itself. Every packet carries the track's own timestamp, so switching
+between the three keeps the RTP clock continuous.
+"""
+
+from __future__ import annotations
+
+import fractions
+import re
+from collections import deque
+from typing import Any
+
+import av
+from av import AudioFrame
+
+SAMPLE_RATE = 48000
+TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+BIT_RATE = 48000  # mono speech
+# TOC 0xF8: CELT-only fullband 20 ms, mono, one frame; 0xFF 0xFE codes digital silence.
+OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])
+
+
+def first_audio_codec(sdp: str) -> str | None:
+    """The codec name (lowercase) a sender uses on the first audio m-line: its first payload."""
+    lines = sdp.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("m=audio"):
+            continue
+        fields = line.split()
+        if len(fields) < 4:
+            return None
+        payload = fields[3]
+        for attr in lines[i + 1 :]:
+            if attr.startswith("m="):
+                break
+            m = re.match(rf"a=rtpmap:{payload} ([^/]+)/", attr)
+            if m:
+                return m.group(1).lower()
+        return None
+    return None
+
+
+class OpusStream:
+    """One libopus encoder: 20 ms of mono s16 48 kHz in, one Opus packet payload out."""
+
+    def __init__(self) -> None:
+        codec = av.CodecContext.create("libopus", "w")
+        codec.format = "s16"
+        codec.layout = "mono"
+        codec.sample_rate = SAMPLE_RATE
+        codec.bit_rate = BIT_RATE
+        codec.time_base = TIME_BASE
+        codec.options = {"application": "voip"}
+        self._codec = codec
+        self._pts = 0
+
+    def encode(self, pcm: bytes) -> bytes:
+        samples = len(pcm) // 2
+        frame = AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = SAMPLE_RATE
+        frame.time_base = TIME_BASE
+        frame.pts = self._pts
+        self._pts += samples
+        packets = self._codec.encode(frame)
+        return b"".join(bytes(p) for p in packets) if packets else OPUS_SILENCE
+
+
+class SharedOpus:
+    """A meeting's shared encoding: the same PCM object (one tick's full mix) encodes once.
+
+    Listeners read a tick at different moments (each track has its own 20 ms clock), so the
+    last few ticks' payloads are kept, matched by identity.
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self._stream: OpusStream | None = None
+        self._recent: deque[tuple[bytes, bytes]] = deque(maxlen=keep)
+
+    def encode(self, pcm: bytes) -> bytes:
+        for seen, payload in self._recent:
+            if seen is pcm:
+                return payload
+        if self._stream is None:
+            self._stream = OpusStream()
+        payload = self._stream.encode(pcm)
+        self._recent.append((pcm, payload))
+        return payload
+
+
+def packet(payload: bytes, pts: int) -> av.Packet[Any]:
+    out = av.Packet(payload)
+    out.pts = pts
+    out.time_base = TIME_BASE
+    return out
