@@ -85,6 +85,39 @@ class DaemonProcess:
         return "".join(self.output)
 
 
+class EmbeddedProcess:
+    """`chimed embedded` as its own process: one service shared by daemons and browsers."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chimed", "embedded", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        assert self.proc.stdout is not None
+        self.url = ""
+        for line in self.proc.stdout:  # ends at EOF if the process dies
+            if m := re.search(r"embedded Chime service at (\S+)", line):
+                self.url = m.group(1)
+                break
+        if not self.url:
+            self.proc.kill()
+            raise RuntimeError("chimed embedded did not start")
+        # Keep draining its output so a chatty service never blocks on a full pipe.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> None:
     """For process-level conditions only (files, exit codes) where no event exists to await."""
     deadline = time.monotonic() + timeout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import signal
 import stat
 import subprocess
 import sys
@@ -20,7 +18,7 @@ from chime.v1 import meeting_pb2, session_pb2, types_pb2
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.daemon_proc import DaemonProcess
+from tests.daemon_proc import DaemonProcess, EmbeddedProcess
 from tests.helpers import create_meeting, create_session, started_session
 from tests.streams import EventStream, attendee_ids
 
@@ -99,36 +97,9 @@ async def test_health_and_tcp_with_token(tmp_path: Any) -> None:
         proc.stop()
 
 
-class Embedded:
-    """`chimed embedded` as its own process, shared by several daemons."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chimed", "embedded", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 30
-        self.url = ""
-        for line in self.proc.stdout:
-            if m := re.search(r"embedded Chime service at (\S+)", line):
-                self.url = m.group(1)
-                break
-            if time.monotonic() > deadline:
-                break
-        assert self.url, "chimed embedded did not start"
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(15)
-
-
 @pytest.fixture
-def shared() -> Iterator[tuple[Embedded, DaemonProcess, DaemonProcess]]:
-    embedded = Embedded()
+def shared() -> Iterator[tuple[EmbeddedProcess, DaemonProcess, DaemonProcess]]:
+    embedded = EmbeddedProcess()
     a = DaemonProcess(args=["--control-plane", embedded.url]).start()
     b = DaemonProcess(args=["--control-plane", embedded.url]).start()
     yield embedded, a, b
@@ -138,7 +109,7 @@ def shared() -> Iterator[tuple[Embedded, DaemonProcess, DaemonProcess]]:
 
 
 async def test_two_daemons_share_one_embedded_service_and_sigterm_leaves(
-    shared: tuple[Embedded, DaemonProcess, DaemonProcess],
+    shared: tuple[EmbeddedProcess, DaemonProcess, DaemonProcess],
 ) -> None:
     _, a, b = shared
     async with connect_aio(a.target) as ca, connect_aio(b.target) as cb:

@@ -4,20 +4,16 @@ service (same REST shapes, different endpoint). boto3 is blocking, so calls run 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import boto3
-import botocore.config
 import botocore.exceptions
 import grpc
 from chime.v1 import types_pb2
 
 from chimed.errors import ChimedError
 from chimed.meetings.convert import attendee_from_json, capabilities_to_json, meeting_from_json
-
-T = TypeVar("T")
 
 # botocore exception names -> gRPC codes.
 _CODES = {
@@ -46,7 +42,6 @@ class MeetingsClient:
         self.region = region
         kwargs: dict[str, Any] = {
             "region_name": region,
-            "config": botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"}),
         }
         if endpoint_url is not None:
             # The embedded service accepts any SigV4 signature; don't require AWS credentials.
@@ -55,11 +50,30 @@ class MeetingsClient:
                 aws_access_key_id="chimed",
                 aws_secret_access_key="chimed",
             )
-        self._client = boto3.session.Session().client("chime-sdk-meetings", **kwargs)
+        self._client_kwargs = kwargs
+        self._client_obj: Any = None
+        self._client_lock = threading.Lock()
 
-    async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
+    def _client(self) -> Any:
+        """The boto3 client, made on first use: botocore's models cost ~15 MB and ~150 ms,
+        which a daemon that never calls MeetingService should not pay."""
+        with self._client_lock:
+            if self._client_obj is None:
+                import boto3
+                import botocore.config
+
+                retries = botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"})
+                session = boto3.session.Session()
+                self._client_kwargs.setdefault("config", retries)
+                self._client_obj = session.client("chime-sdk-meetings", **self._client_kwargs)
+            return self._client_obj
+
+    async def _call(self, operation: str, **kwargs: Any) -> Any:
+        def call() -> Any:
+            return getattr(self._client(), operation)(**kwargs)
+
         try:
-            return await asyncio.to_thread(fn, **kwargs)
+            return await asyncio.to_thread(call)
         except botocore.exceptions.ClientError as e:
             err = e.response.get("Error", {})
             code = _CODES.get(str(err.get("Code")), grpc.StatusCode.INTERNAL)
@@ -90,15 +104,15 @@ class MeetingsClient:
         }
         if meeting_host_id:
             args["MeetingHostId"] = meeting_host_id
-        out = await self._call(self._client.create_meeting, **args)
+        out = await self._call("create_meeting", **args)
         return meeting_from_json(out["Meeting"])
 
     async def get_meeting(self, meeting_id: str) -> types_pb2.Meeting:
-        out = await self._call(self._client.get_meeting, MeetingId=meeting_id)
+        out = await self._call("get_meeting", MeetingId=meeting_id)
         return meeting_from_json(out["Meeting"])
 
     async def delete_meeting(self, meeting_id: str) -> None:
-        await self._call(self._client.delete_meeting, MeetingId=meeting_id)
+        await self._call("delete_meeting", MeetingId=meeting_id)
 
     async def create_attendee(
         self,
@@ -110,13 +124,11 @@ class MeetingsClient:
         caps = capabilities_to_json(capabilities) if capabilities is not None else {}
         if caps:
             args["Capabilities"] = caps
-        out = await self._call(self._client.create_attendee, **args)
+        out = await self._call("create_attendee", **args)
         return attendee_from_json(out["Attendee"])
 
     async def get_attendee(self, meeting_id: str, attendee_id: str) -> types_pb2.Attendee:
-        out = await self._call(
-            self._client.get_attendee, MeetingId=meeting_id, AttendeeId=attendee_id
-        )
+        out = await self._call("get_attendee", MeetingId=meeting_id, AttendeeId=attendee_id)
         return attendee_from_json(out["Attendee"])
 
     async def list_attendees(
@@ -125,9 +137,9 @@ class MeetingsClient:
         args: dict[str, Any] = {"MeetingId": meeting_id, "MaxResults": max_results}
         if next_token:
             args["NextToken"] = next_token
-        out = await self._call(self._client.list_attendees, **args)
+        out = await self._call("list_attendees", **args)
         attendees = [attendee_from_json(a) for a in out.get("Attendees", [])]
         return attendees, str(out.get("NextToken", ""))
 
     async def delete_attendee(self, meeting_id: str, attendee_id: str) -> None:
-        await self._call(self._client.delete_attendee, MeetingId=meeting_id, AttendeeId=attendee_id)
+        await self._call("delete_attendee", MeetingId=meeting_id, AttendeeId=attendee_id)

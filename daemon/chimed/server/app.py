@@ -12,6 +12,7 @@ import socket
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from chime.v1 import (
@@ -27,7 +28,6 @@ from chime.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from chimed.embedded.service import EmbeddedChime
 from chimed.errors import InvalidArgument
 from chimed.media.ice import pin_host_addresses
 from chimed.media.peer import drain_closing
@@ -36,7 +36,11 @@ from chimed.server.errors import Servicer
 from chimed.server.media_services import AudioService, VideoService
 from chimed.server.meeting_service import MeetingService
 from chimed.server.session_service import SessionService
+from chimed.session.device_monitor import DeviceMonitor
 from chimed.session.manager import SessionManager
+
+if TYPE_CHECKING:
+    from chimed.embedded.service import EmbeddedChime
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +113,9 @@ def _prepare_socket_path(path: str) -> None:
 class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.manager = SessionManager()
+        # One device list and hot-plug watch for the whole daemon, shared by its sessions.
+        self.devices = DeviceMonitor()
+        self.manager = SessionManager(self.devices)
         self.embedded: EmbeddedChime | None = None  # when running in-process
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -124,6 +130,8 @@ class Daemon:
             return MeetingsClient(None, self.config.region)
         pin_host_addresses(self.config.ice_host_addresses or ["127.0.0.1"])
         if cp == "embedded":
+            from chimed.embedded.service import EmbeddedChime  # not needed with AWS or a URL
+
             self.embedded = EmbeddedChime(port=self.config.embedded_port)
             await self.embedded.start()
             log.info("embedded service started on port %d", self.embedded.port)
