@@ -52,7 +52,17 @@ def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.FAILED_PRECONDITION, str(e)
     if isinstance(e, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(e) or "timed out"
+    # The devices layer's contract (registry.py): LookupError for an unknown id, ValueError
+    # for a bad one. KeyError / IndexError are bugs, not answers.
+    if isinstance(e, LookupError) and not isinstance(e, KeyError | IndexError):
+        return grpc.StatusCode.NOT_FOUND, _text(e)
+    if isinstance(e, ValueError) and type(e) is ValueError:
+        return grpc.StatusCode.INVALID_ARGUMENT, _text(e)
     return None
+
+
+def _text(e: BaseException) -> str:
+    return str(e.args[0]) if len(e.args) == 1 else str(e)
 
 
 # Start(wait) that ends in a stopped session: the closest gRPC code to why it stopped.

@@ -1,5 +1,5 @@
-"""AudioService and VideoService. Mute and Unmute work now; devices, PCM feeds and video answer
-UNIMPLEMENTED with a message saying so, until those parts land."""
+"""AudioService and VideoService: thin adapters over the session's audio (session/audio.py).
+Video answers UNIMPLEMENTED with a message saying so, until that part lands."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from chime.v1 import audio_pb2, audio_pb2_grpc, video_pb2, video_pb2_grpc
 
-from chimed.errors import Unimplemented
+from chimed.errors import InvalidArgument, Unimplemented
 from chimed.server.errors import Servicer, streaming, unary
 from chimed.session.manager import SessionManager
 
@@ -18,6 +18,19 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 def _not_yet(what: str) -> Unimplemented:
     return Unimplemented(f"{what} is not implemented in this version of chimed")
+
+
+def _pcm_format(fmt: audio_pb2.PcmFormat, default_rate: int | None) -> tuple[int, int]:
+    """(sample_rate, channels) of a PcmFormat; zero channels is mono, zero rate the default."""
+    rate = fmt.sample_rate or default_rate
+    if not rate:
+        raise InvalidArgument("format.sample_rate is missing")
+    if not 8000 <= rate <= 192000:
+        raise InvalidArgument(f"format.sample_rate {rate} Hz is outside 8000-192000 Hz")
+    channels = fmt.channels or 1
+    if channels not in (1, 2):
+        raise InvalidArgument(f"format.channels must be 1 or 2, not {channels}")
+    return rate, channels
 
 
 class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
@@ -42,26 +55,55 @@ class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
     async def GetDevices(
         self, request: audio_pb2.GetDevicesRequest, context: Ctx
     ) -> audio_pb2.GetDevicesResponse:
-        raise _not_yet("AudioService/GetDevices")
+        session = self.manager.get(request.session_id) if request.session_id else None
+        out = audio_pb2.GetDevicesResponse(devices=await self.manager.devices.list())
+        if session is not None:
+            out.active_input_device_id = session.audio.input_id
+            out.active_output_device_id = session.audio.output_id
+        return out
 
     @unary
     async def SetDevice(
         self, request: audio_pb2.SetDeviceRequest, context: Ctx
     ) -> audio_pb2.SetDeviceResponse:
-        raise _not_yet("AudioService/SetDevice")
+        session = self.manager.get(request.session_id)
+        device = await session.audio.set_device(request.device_id, request.direction)
+        return audio_pb2.SetDeviceResponse(device=device)
 
     @unary
     async def StreamInput(
         self, request_iterator: AsyncIterator[audio_pb2.StreamInputRequest], context: Ctx
     ) -> audio_pb2.StreamInputResponse:
-        raise _not_yet("AudioService/StreamInput")
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            raise InvalidArgument("the stream is empty; its first message names the session")
+        session = self.manager.get(first.session_id)
+        if not first.HasField("format"):
+            raise InvalidArgument("format is missing from the first message")
+        rate, channels = _pcm_format(first.format, None)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield first.pcm
+            async for message in request_iterator:
+                if message.session_id and message.session_id != first.session_id:
+                    raise InvalidArgument("session_id is set in the first message only")
+                if message.HasField("format") and message.format != first.format:
+                    raise InvalidArgument("format is set in the first message only")
+                yield message.pcm
+
+        received = await session.audio.feed_pcm(chunks(), rate, channels)
+        return audio_pb2.StreamInputResponse(samples_received=received)
 
     @streaming
     async def StreamOutput(
         self, request: audio_pb2.StreamOutputRequest, context: Ctx
     ) -> AsyncIterator[audio_pb2.StreamOutputResponse]:
-        raise _not_yet("AudioService/StreamOutput")
-        yield audio_pb2.StreamOutputResponse()  # makes this an async generator
+        session = self.manager.get(request.session_id)
+        rate, channels = _pcm_format(request.format, 48000)
+        sequence = 0
+        async for pcm in session.audio.pcm_output(rate, channels):
+            sequence += 1
+            yield audio_pb2.StreamOutputResponse(pcm=pcm, sequence=sequence)
 
 
 class VideoService(video_pb2_grpc.VideoServiceServicer, Servicer):

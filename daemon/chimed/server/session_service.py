@@ -29,7 +29,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     async def CreateSession(
         self, request: session_pb2.CreateSessionRequest, context: Ctx
     ) -> session_pb2.CreateSessionResponse:
-        session = self.manager.create(request)
+        session = await self.manager.create(request)
         return session_pb2.CreateSessionResponse(session=session.to_proto())
 
     @unary
@@ -109,8 +109,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         observer_id: str,
         context: Ctx,
         topics: list[str] | None = None,
+        options: object = None,
     ) -> AsyncIterator[Message]:
-        observer = session.hub.add(kind, observer_id, session.snapshot(kind), topics)
+        observer = session.hub.add(kind, observer_id, session.snapshot(kind), topics, options)
         try:
             async for event in observer.events():
                 yield event
@@ -125,7 +126,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     ) -> AsyncIterator[events_pb2.ActiveSpeakerEvent]:
         session = self.manager.get(request.session_id)
         async for event in self._observe(
-            session, ObserverKind.ACTIVE_SPEAKER, request.observer_id, context
+            session, ObserverKind.ACTIVE_SPEAKER, request.observer_id, context, options=request
         ):
             yield event  # type: ignore[misc]
 

@@ -17,9 +17,13 @@ from google.protobuf.message import Message
 
 from chimed.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from chimed.meetings.convert import attendee_from_json, meeting_from_json, parse_document
+from chimed.session.audio import SessionAudio, check_selection
 from chimed.session.config import SessionConfig
+from chimed.session.device_monitor import DeviceMonitor
 from chimed.session.events import ObserverKind
 from chimed.session.observers import ObserverHub
+from chimed.session.realtime import RealtimeAudio
+from chimed.session.roster import Roster
 from chimed.session.session import ChimeSession
 
 log = logging.getLogger(__name__)
@@ -38,7 +42,9 @@ class ManagedSession:
     config: SessionConfig
     core: ChimeSession
     hub: ObserverHub
-    devices: session_pb2.DeviceSelection
+    devices: session_pb2.DeviceSelection  # kept current by `audio`
+    audio: SessionAudio
+    realtime: RealtimeAudio
     create_time_ns: int = field(default_factory=time.time_ns)
 
     def to_proto(self, include_join_token: bool = False) -> session_pb2.Session:
@@ -189,10 +195,11 @@ def session_config(request: session_pb2.CreateSessionRequest) -> SessionConfig:
 
 
 class SessionManager:
-    def __init__(self) -> None:
+    def __init__(self, devices: DeviceMonitor | None = None) -> None:
         self.sessions: dict[str, ManagedSession] = {}
+        self.devices = devices or DeviceMonitor()
 
-    def create(self, request: session_pb2.CreateSessionRequest) -> ManagedSession:
+    async def create(self, request: session_pb2.CreateSessionRequest) -> ManagedSession:
         config = session_config(request)
         session_id = request.session_id or uuid.uuid4().hex[:12]
         if not SESSION_ID_RE.match(session_id):
@@ -206,9 +213,23 @@ class SessionManager:
                 )
         if len(self.sessions) >= MAX_SESSIONS:
             raise ResourceExhausted(f"at most {MAX_SESSIONS} sessions per daemon")
+        await check_selection(request.devices)
+        if session_id in self.sessions:  # created meanwhile
+            raise AlreadyExists(f"session {session_id} already exists")
         hub = ObserverHub(session_id)
-        core = ChimeSession(config, hub)
-        managed = ManagedSession(session_id, config, core, hub, request.devices)
+        core: ChimeSession | None = None
+
+        def roster() -> Roster:
+            assert core is not None
+            return core.roster
+
+        realtime = RealtimeAudio(hub, roster)
+        core = ChimeSession(config, realtime)
+        core.on_audio_metadata = realtime.on_audio_metadata
+        selection = session_pb2.DeviceSelection()
+        selection.CopyFrom(request.devices)
+        audio = SessionAudio(core, hub, selection, self.devices)
+        managed = ManagedSession(session_id, config, core, hub, selection, audio, realtime)
         self.sessions[session_id] = managed
         log.info(
             "session %s created for attendee %s of meeting %s",
@@ -233,6 +254,8 @@ class SessionManager:
             await session.core.stop()
         finally:
             session.hub.close(grpc.StatusCode.OK, "session deleted")
+            await session.audio.delete()
+            await session.realtime.close()
         log.info("session %s deleted", session_id)
 
     async def shutdown(self) -> None:
@@ -244,6 +267,9 @@ class SessionManager:
             if isinstance(result, BaseException):
                 log.warning("session %s did not stop cleanly: %r", session.session_id, result)
             session.hub.close(grpc.StatusCode.UNAVAILABLE, "chimed is shutting down")
+            await session.audio.delete()
+            await session.realtime.close()
+        await self.devices.close()
 
 
 def attendee_info(attendee_id: str, external_user_id: str) -> types_pb2.AttendeeInfo:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from chime.v1 import events_pb2, session_pb2
@@ -40,6 +41,8 @@ class Observer:
     observer_id: str
     session_id: str
     topics: frozenset[str] | None = None
+    # What the stream's request asked for beyond its kind (e.g. active speaker weights).
+    options: Any = None
     queue: asyncio.Queue[Item | None] = field(default_factory=asyncio.Queue)
     end: End | None = None
     sequence: int = 0
@@ -83,12 +86,36 @@ class Observer:
             yield event
 
 
+Listener = Callable[[Observer], None]
+
+
 class ObserverHub:
-    """The observers of one session. Implements the core's EventSink."""
+    """The observers of one session. Implements the core's EventSink.
+
+    Layers that keep per-stream state (an active speaker detector per stream) `watch` a kind:
+    they hear of each stream added (and may push to it with `emit_to`, or refuse it by
+    raising) and of each stream gone."""
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         self._observers: dict[ObserverKind, list[Observer]] = {k: [] for k in ObserverKind}
+        self._watchers: dict[ObserverKind, list[tuple[Listener, Listener]]] = {
+            k: [] for k in ObserverKind
+        }
+
+    def watch(self, kind: ObserverKind, added: Listener, removed: Listener) -> None:
+        self._watchers[kind].append((added, removed))
+
+    def observers(self, kind: ObserverKind) -> list[Observer]:
+        return list(self._observers[kind])
+
+    def emit_to(self, observer: Observer, field: str, payload: Message) -> None:
+        """One event for one stream only."""
+        observer.push((time.time_ns(), field, payload))
+
+    def _gone(self, observer: Observer) -> None:
+        for _added, removed in self._watchers[observer.kind]:
+            removed(observer)
 
     def emit(self, kind: ObserverKind, field: str, payload: Message) -> None:
         observers = self._observers[kind]
@@ -105,16 +132,26 @@ class ObserverHub:
         observer_id: str = "",
         snapshot: Iterable[tuple[str, Message]] = (),
         topics: Iterable[str] | None = None,
+        options: Any = None,
     ) -> Observer:
         observer = Observer(
             kind,
             observer_id,
             self.session_id,
             topics=frozenset(topics) if topics is not None else None,
+            options=options,
         )
         now = time.time_ns()
         for member, payload in snapshot:
             observer.push((now, member, payload))
+        watchers = self._watchers[kind]
+        for i, (added, _removed) in enumerate(watchers):
+            try:
+                added(observer)
+            except BaseException:
+                for _added, removed in watchers[:i]:
+                    removed(observer)
+                raise
         self._observers[kind].append(observer)
         return observer
 
@@ -123,6 +160,7 @@ class ObserverHub:
         observers = self._observers[observer.kind]
         if observer in observers:
             observers.remove(observer)
+            self._gone(observer)
 
     def remove(self, kind: ObserverKind | None = None, observer_id: str = "") -> int:
         """End streams cleanly (OK): of one kind or all, one id or every id. Returns how many."""
@@ -135,15 +173,19 @@ class ObserverHub:
                     removed += 1
                 else:
                     keep.append(observer)
+            gone = [o for o in self._observers[k] if o not in keep]
             self._observers[k] = keep
+            for observer in gone:
+                self._gone(observer)
         return removed
 
     def close(self, code: grpc.StatusCode, message: str) -> None:
         """End every stream, e.g. when the session is deleted or the daemon stops."""
         for k in ObserverKind:
-            for observer in self._observers[k]:
+            gone, self._observers[k] = self._observers[k], []
+            for observer in gone:
                 observer.finish(code, message)
-            self._observers[k] = []
+                self._gone(observer)
 
     def counts(self) -> session_pb2.ObserverCounts:
         o = self._observers

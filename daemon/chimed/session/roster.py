@@ -109,3 +109,7 @@ class Roster:
 
     def attendee_for_stream(self, stream_id: int) -> types_pb2.AttendeeInfo | None:
         return self._streams.get(stream_id)
+
+    def streams(self) -> dict[int, types_pb2.AttendeeInfo]:
+        """The audio streams of present attendees, by stream id."""
+        return {s: i for s, i in self._streams.items() if i.attendee_id in self._present}

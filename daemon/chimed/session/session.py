@@ -16,7 +16,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from aiortc.mediastreams import MediaStreamTrack
@@ -149,6 +149,10 @@ class ChimeSession:
         self.last_status: types_pb2.SessionStatus | None = None
         # Seam for the active-speaker / volume layer: every AUDIO_METADATA frame.
         self.on_audio_metadata: Callable[[sig.SdkAudioMetadataFrame], None] | None = None
+        # Seams for the devices layer: open devices as a start begins (raising refuses the
+        # start), release them once a stop has torn the media down.
+        self.on_starting: Callable[[], None] | None = None
+        self.on_stopped: Callable[[], Awaitable[None]] | None = None
         self._roster = Roster()
         self._signaling: SignalingClient | None = None
         self._peer: ChimePeer | None = None
@@ -199,6 +203,8 @@ class ChimeSession:
             raise SessionStateError(
                 f"session is {state_name(self._state)}; only a CREATED or STOPPED session can start"
             )
+        if self.on_starting is not None:
+            self.on_starting()
         self._roster.clear()
         self._waiters = {}
         self._subscribed = False
@@ -439,6 +445,13 @@ class ChimeSession:
             await signaling.close()
         if peer is not None:
             await peer.close()
+        if self.on_stopped is not None:
+            try:
+                await self.on_stopped()
+            except Exception:
+                log.exception(
+                    "releasing the devices of attendee %s failed", self.config.attendee_id
+                )
         self._roster.clear()
         self._subscribed = False
         self.last_status = status

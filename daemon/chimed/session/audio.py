@@ -1,0 +1,504 @@
+"""A session's audio devices: what it sends (input) and where the meeting mix goes (output).
+
+The selection (device ids, defaults: silence in, null sink out, since a bot has no hardware)
+lives as long as the session; the devices are opened when a start begins and released once the
+session has stopped (the core's on_starting / on_stopped seams). The core is given two
+long-lived seams once: an InputSwitch track (forwards the current input; a switch never ends
+what aiortc sends) and a MixFanout consumer (one reader of the received mix, copying frames to
+the output device and to every PCM listener, each through its own bounded MixTap).
+
+Device observers get the daemon's device list (DeviceMonitor) and, when a hardware device in
+use vanishes, the session falls back to silence or the null sink and says so
+(audio_device_lost), staying up. Errors: LookupError for unknown ids, ValueError for a wrong
+direction, bad parameters or an undecodable file, FailedPrecondition for PCM feeds of a
+session that is not running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeAlias
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from chime.v1 import events_pb2, session_pb2, types_pb2
+
+from chimed.devices import registry
+from chimed.devices.audio_inputs import AudioInput, PcmFeedInput, SilenceInput
+from chimed.devices.audio_outputs import AudioOutput, NullOutput, PcmFeedOutput
+from chimed.errors import FailedPrecondition
+from chimed.session.device_monitor import DeviceMonitor, Devices
+from chimed.session.events import ObserverKind
+from chimed.session.observers import Observer, ObserverHub
+from chimed.session.session import ChimeSession
+
+log = logging.getLogger(__name__)
+
+Direction: TypeAlias = types_pb2.DeviceDirection.ValueType
+INPUT = types_pb2.DEVICE_DIRECTION_INPUT
+OUTPUT = types_pb2.DEVICE_DIRECTION_OUTPUT
+DEFAULT_INPUT = "virtual:silence"
+DEFAULT_OUTPUT = "virtual:null"
+PCM = "virtual:pcm"
+TAP_FRAMES = 50  # 1 s of 20 ms frames per listener; a slower one loses the oldest
+DEVICE = ObserverKind.DEVICE
+
+
+def _slot(direction: Direction) -> str:
+    return "input" if direction == INPUT else "output"
+
+
+class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
+    """Forwards the current source; a source swapped (and stopped) under a pending recv()
+    is simply replaced, and one that ends on its own is reported to `on_ended`, which
+    installs a fallback. Timestamps are restamped so they run on across sources."""
+
+    kind = "audio"
+
+    def __init__(
+        self, source: MediaStreamTrack, on_ended: Callable[[MediaStreamTrack], None]
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.on_ended = on_ended
+        self._pts = 0
+
+    async def recv(self) -> av.AudioFrame:
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            source = self.source
+            try:
+                frame = await source.recv()
+            except MediaStreamError:
+                if self.readyState != "live":
+                    raise
+                if source is self.source:
+                    self.on_ended(source)
+                    if source is self.source:
+                        raise  # nothing to fall back to
+                continue
+            if not isinstance(frame, av.AudioFrame):
+                raise MediaStreamError("the audio input gave a frame that is not audio")
+            frame.pts = self._pts
+            frame.time_base = fractions.Fraction(1, frame.sample_rate)
+            self._pts += frame.samples
+            return frame
+
+
+class MixTap(MediaStreamTrack):  # type: ignore[misc]
+    """One listener's copy of the received mix, at most TAP_FRAMES behind."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frames: deque[av.AudioFrame] = deque(maxlen=TAP_FRAMES)
+        self._ready = asyncio.Event()
+
+    def put(self, frame: av.AudioFrame) -> None:
+        self._frames.append(frame)
+        self._ready.set()
+
+    async def recv(self) -> av.AudioFrame:
+        while not self._frames:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        return self._frames.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+class MixFanout:
+    """The session's audio consumer: reads the received mix (so it is always drained) and
+    hands each frame to every tap."""
+
+    def __init__(self) -> None:
+        self._taps: set[MixTap] = set()
+
+    def tap(self) -> MixTap:
+        tap = MixTap()
+        self._taps.add(tap)
+        return tap
+
+    def untap(self, tap: MixTap) -> None:
+        self._taps.discard(tap)
+        tap.stop()
+
+    async def consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            frame = await track.recv()  # MediaStreamError ends it; the peer expects that
+            if not isinstance(frame, av.AudioFrame):
+                continue
+            for tap in tuple(self._taps):
+                tap.put(frame)
+
+
+def _virtual_device(device_id: str, direction: Direction) -> types_pb2.MediaDevice | None:
+    base = device_id.partition("?")[0]
+    for device in registry.virtual_devices():
+        if device.id == base and device.direction == direction:
+            out = types_pb2.MediaDevice()
+            out.CopyFrom(device)
+            out.id = device_id
+            return out
+    return None
+
+
+async def directions_of(
+    device_id: str, monitor: DeviceMonitor
+) -> dict[Direction, types_pb2.MediaDevice]:
+    """The directions `device_id` can be used in, with its description; LookupError if none."""
+    found: dict[Direction, types_pb2.MediaDevice] = {}
+    if device_id.startswith("virtual:"):
+        for direction in (INPUT, OUTPUT):
+            device = _virtual_device(device_id, direction)
+            if device is not None:
+                found[direction] = device
+    elif device_id.startswith("hw:"):
+        for device in await monitor.list():
+            if device.id == device_id:
+                found[device.direction] = device
+    if not found:
+        raise LookupError(f"unknown audio device {device_id!r}")
+    return found
+
+
+def _describe(device_id: str, direction: Direction) -> types_pb2.MediaDevice:
+    device = _virtual_device(device_id, direction)
+    if device is not None:
+        return device
+    return types_pb2.MediaDevice(
+        id=device_id,
+        label=device_id,
+        type=types_pb2.MEDIA_DEVICE_TYPE_OTHER,
+        direction=direction,
+        kind=types_pb2.MEDIA_KIND_AUDIO,
+    )
+
+
+def open_device(device_id: str, direction: Direction) -> AudioInput | AudioOutput:
+    if direction == INPUT:
+        return registry.open_input(device_id)
+    return registry.open_output(device_id)
+
+
+async def release(device: AudioInput | AudioOutput | None) -> None:
+    if isinstance(device, AudioOutput):
+        await device.stop()
+    elif device is not None:
+        device.stop()
+
+
+async def check_device(device_id: str, direction: Direction) -> None:
+    """Open and release at once: proves the id, its direction, parameters and file."""
+    await release(open_device(device_id, direction))
+
+
+async def check_selection(selection: session_pb2.DeviceSelection) -> None:
+    """CreateSession's devices, errors naming the field (ValueError / LookupError)."""
+    for field, direction in (
+        ("audio_input_device_id", INPUT),
+        ("audio_output_device_id", OUTPUT),
+    ):
+        device_id = getattr(selection, field)
+        if not device_id:
+            continue
+        try:
+            await check_device(device_id, direction)
+        except LookupError as e:
+            raise LookupError(f"devices.{field}: {e.args[0] if e.args else e}") from None
+        except ValueError as e:
+            raise ValueError(f"devices.{field}: {e}") from None
+
+
+class SessionAudio:
+    def __init__(
+        self,
+        core: ChimeSession,
+        hub: ObserverHub,
+        selection: session_pb2.DeviceSelection,
+        monitor: DeviceMonitor,
+    ) -> None:
+        self._core = core
+        self._hub = hub
+        self._monitor = monitor
+        self.selection = selection
+        selection.audio_input_device_id = selection.audio_input_device_id or DEFAULT_INPUT
+        selection.audio_output_device_id = selection.audio_output_device_id or DEFAULT_OUTPUT
+        self._input: AudioInput | None = None
+        self._output: AudioOutput | None = None
+        self._output_tap: MixTap | None = None
+        self._listeners: set[PcmFeedOutput] = set()
+        self._feeding = False
+        self._idle = SilenceInput()  # the switch's source while closed (nobody reads it then)
+        self._switch = InputSwitch(self._idle, self._input_ended)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fanout = MixFanout()
+        self._awaiting_list: set[Observer] = set()
+        core.set_audio_input(self._switch)
+        core.set_audio_output(self._fanout.consume)
+        core.on_starting = self.open
+        core.on_stopped = self.close
+        hub.watch(DEVICE, self._device_observer_added, self._device_observer_removed)
+        monitor.register(self)
+
+    @property
+    def input_id(self) -> str:
+        return self.selection.audio_input_device_id
+
+    @property
+    def output_id(self) -> str:
+        return self.selection.audio_output_device_id
+
+    @property
+    def is_open(self) -> bool:
+        return self._input is not None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the selected devices (the core calls this as a start begins)."""
+        if self.is_open:
+            return
+        audio_input = registry.open_input(self.input_id)
+        try:
+            self._install_output(registry.open_output(self.output_id))
+        except BaseException:
+            audio_input.stop()
+            raise
+        self._install_input(audio_input)
+        self._update_hardware_use()
+
+    async def close(self) -> None:
+        """Release every device, tap and PCM listener (the core calls this once stopped)."""
+        audio_input, self._input = self._input, None
+        self._switch.source = self._idle
+        if audio_input is not None:
+            audio_input.stop()
+        await self._remove_output()
+        listeners, self._listeners = list(self._listeners), set()
+        for listener in listeners:
+            await listener.stop()  # its iterator ends: StreamOutput calls end cleanly
+        self._update_hardware_use()
+
+    async def delete(self) -> None:
+        """The session is gone: release everything for good."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.close()
+        self._idle.stop()
+        self._switch.stop()
+        self._monitor.unregister(self)
+        self._monitor.unuse(self)
+        self._awaiting_list.clear()
+
+    def _install_input(self, audio_input: AudioInput) -> None:
+        self._input = audio_input
+        self._switch.source = audio_input
+
+    def _install_output(self, output: AudioOutput) -> None:
+        self._output = output
+        if not isinstance(output, NullOutput):  # the fan-out drains the mix already
+            self._output_tap = self._fanout.tap()
+            output.start(self._output_tap)
+
+    async def _remove_output(self) -> None:
+        output, self._output = self._output, None
+        tap, self._output_tap = self._output_tap, None
+        if tap is not None:
+            self._fanout.untap(tap)
+        if output is not None:
+            await output.stop()
+
+    def _update_hardware_use(self) -> None:
+        uses = self.is_open and (
+            self.input_id.startswith("hw:") or self.output_id.startswith("hw:")
+        )
+        if uses or self._device_observers():
+            self._monitor.use(self)
+        else:
+            self._monitor.unuse(self)
+
+    # --- switching ---------------------------------------------------------------------------
+    async def set_device(
+        self, device_id: str, direction: Direction = types_pb2.DEVICE_DIRECTION_UNSPECIFIED
+    ) -> types_pb2.MediaDevice:
+        """Switch the input or output (by the device's direction, or `direction` for an id
+        that is both) without dropping the session; before a start it only selects."""
+        if not device_id:
+            raise ValueError("device_id is missing")
+        found = await directions_of(device_id, self._monitor)
+        if direction == types_pb2.DEVICE_DIRECTION_UNSPECIFIED:
+            if len(found) > 1:
+                raise ValueError(
+                    f"{device_id} is both an input and an output; say which with direction"
+                )
+            direction = next(iter(found))
+        elif direction not in found:
+            other = _slot(next(iter(found)))
+            raise ValueError(
+                f"{device_id} is an {other} device; it cannot be used as an {_slot(direction)}"
+            )
+        if not self.is_open:
+            await check_device(device_id, direction)
+        elif direction == INPUT:
+            self._swap_input(registry.open_input(device_id), device_id)
+        else:
+            new_output = registry.open_output(device_id)
+            await self._remove_output()
+            self._install_output(new_output)
+        self._select(direction, device_id)
+        self._update_hardware_use()
+        return found[direction]
+
+    def _select(self, direction: Direction, device_id: str) -> None:
+        if direction == INPUT:
+            self.selection.audio_input_device_id = device_id
+        else:
+            self.selection.audio_output_device_id = device_id
+
+    def _swap_input(self, audio_input: AudioInput, device_id: str) -> None:
+        old = self._input
+        self._install_input(audio_input)
+        self.selection.audio_input_device_id = device_id
+        if old is not None:
+            old.stop()  # a recv() pending on it ends; the switch moves on to the new one
+
+    def _input_ended(self, source: MediaStreamTrack) -> None:
+        if source is not self._input:
+            return
+        lost = self.input_id
+        self._swap_input(SilenceInput(), DEFAULT_INPUT)
+        self._lost(lost, INPUT, f"the input {lost} ended")
+
+    # --- PCM feeds ---------------------------------------------------------------------------
+    def pcm_input(self) -> PcmFeedInput:
+        """The session's input as a PCM feed (switching to one unless it is already)."""
+        if not self.is_open:
+            raise FailedPrecondition(
+                "the session is not running; start it before streaming audio into it"
+            )
+        if self._feeding:
+            raise FailedPrecondition("another StreamInput call is feeding this session")
+        if isinstance(self._input, PcmFeedInput):
+            return self._input
+        feed = PcmFeedInput()
+        self._swap_input(feed, PCM)
+        self._update_hardware_use()
+        return feed
+
+    async def feed_pcm(self, chunks: AsyncIterator[bytes], sample_rate: int, channels: int) -> int:
+        """Feed chunks of s16le PCM into the session's input; returns sample frames fed."""
+        feed = self.pcm_input()
+        self._feeding = True
+        received = 0
+        try:
+            index = 0
+            async for pcm in chunks:
+                index += 1
+                if feed is not self._input:
+                    raise FailedPrecondition(
+                        "the session's input is no longer the PCM feed (switched or stopped)"
+                    )
+                try:
+                    feed.feed(pcm, sample_rate, channels)
+                except ValueError as e:
+                    raise ValueError(f"chunk {index}: {e}") from None
+                received += len(pcm) // (2 * channels)
+        finally:
+            self._feeding = False
+        return received
+
+    async def pcm_output(self, sample_rate: int, channels: int) -> AsyncIterator[bytes]:
+        """The meeting mix as s16le chunks at this rate and channel count, until the session
+        stops (or the caller goes away)."""
+        if not self.is_open:
+            raise FailedPrecondition(
+                "the session is not running; start it before streaming its audio out"
+            )
+        listener = PcmFeedOutput(sample_rate, channels)
+        tap = self._fanout.tap()
+        listener.start(tap)
+        self._listeners.add(listener)
+        try:
+            async for chunk in listener:
+                yield chunk
+        finally:
+            self._listeners.discard(listener)
+            self._fanout.untap(tap)
+            await listener.stop()
+
+    # --- device observers and hot-plug -------------------------------------------------------
+    def _device_observers(self) -> list[Observer]:
+        return self._hub.observers(DEVICE)
+
+    def _device_observer_added(self, observer: Observer) -> None:
+        devices = self._monitor.devices
+        if devices is not None:
+            self._hub.emit_to(
+                observer, "audio_device_changed", events_pb2.AudioDeviceChanged(devices=devices)
+            )
+        else:
+            self._awaiting_list.add(observer)
+        self._monitor.use(self)
+
+    def _device_observer_removed(self, observer: Observer) -> None:
+        # The hub has already dropped it from its list.
+        self._awaiting_list.discard(observer)
+        self._update_hardware_use()
+
+    def devices_listed(self, devices: Devices, changed: bool) -> None:
+        event = events_pb2.AudioDeviceChanged(devices=devices)
+        if changed:
+            self._awaiting_list.clear()
+            self._hub.emit(DEVICE, "audio_device_changed", event)
+            self._check_lost(devices)
+        else:
+            for observer in list(self._awaiting_list):
+                self._hub.emit_to(observer, "audio_device_changed", event)
+            self._awaiting_list.clear()
+
+    def _check_lost(self, devices: Sequence[types_pb2.MediaDevice]) -> None:
+        if not self.is_open:
+            return
+        present = {(d.id, d.direction) for d in devices}
+        if self.input_id.startswith("hw:") and (self.input_id, INPUT) not in present:
+            lost = self.input_id
+            self._swap_input(SilenceInput(), DEFAULT_INPUT)
+            self._lost(lost, INPUT, f"{lost} disappeared")
+        if self.output_id.startswith("hw:") and (self.output_id, OUTPUT) not in present:
+            lost = self.output_id
+            self.selection.audio_output_device_id = DEFAULT_OUTPUT
+            task = asyncio.get_running_loop().create_task(self._fall_back_output(lost))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _fall_back_output(self, lost: str) -> None:
+        await self._remove_output()
+        if self.is_open and self.output_id == DEFAULT_OUTPUT:
+            self._install_output(NullOutput())
+        self._lost(lost, OUTPUT, f"{lost} disappeared")
+
+    def _lost(self, device_id: str, direction: Direction, reason: str) -> None:
+        fallback = DEFAULT_INPUT if direction == INPUT else DEFAULT_OUTPUT
+        log.warning(
+            "audio %s %s lost (%s); using %s", _slot(direction), device_id, reason, fallback
+        )
+        self._hub.emit(
+            DEVICE,
+            "audio_device_lost",
+            events_pb2.AudioDeviceLost(
+                device_id=device_id, fallback=_describe(fallback, direction), reason=reason
+            ),
+        )
+        self._update_hardware_use()
