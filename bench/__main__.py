@@ -1,6 +1,7 @@
 """`make bench`: chimed's figures as JSON, each beside a baseline measured in the same run.
 
 Run: python -m bench [--joins 20] [--messages 1000] [--sessions 10] [--out FILE]
+                    [--no-browser | --browser-only] [--steady-seconds 20]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import core
+from bench import browser, core
 
 
 def main() -> int:
@@ -23,13 +24,26 @@ def main() -> int:
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--sessions", type=int, default=10)
     p.add_argument("--out", default="bench/results/latest.json")
+    p.add_argument(
+        "--browser",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also compare with the official web client in headless Chromium (default: on)",
+    )
+    p.add_argument("--browser-only", action="store_true", help="only the browser comparison")
+    p.add_argument(
+        "--steady-seconds", type=float, default=20.0, help="CPU window of the browser comparison"
+    )
     args = p.parse_args()
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
     }
-    results.update(asyncio.run(core.run(args.joins, args.messages, args.sessions)))
+    if not args.browser_only:
+        results.update(asyncio.run(core.run(args.joins, args.messages, args.sessions)))
+    if args.browser or args.browser_only:
+        results["browser_comparison"] = asyncio.run(browser.run(args.steady_seconds, args.sessions))
     text = json.dumps(results, indent=2)
     print(text)
     out = Path(args.out)

@@ -314,6 +314,11 @@ class Browser:
     ) -> None:
         await self.close()
 
+    @property
+    def pid(self) -> int | None:
+        """The browser process (the root of its process tree), while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     async def start(self) -> None:
         self._profile = tempfile.mkdtemp(prefix="chimed-chromium-")
         args = [*CHROMIUM_FLAGS, f"--user-data-dir={self._profile}", *self.extra_args]
