@@ -242,6 +242,7 @@ class SessionAudio:
         self._idle = SilenceInput()  # the switch's source while closed (nobody reads it then)
         self._switch = InputSwitch(self._idle, self._input_ended)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one switch (or release) at a time
         self._fanout = MixFanout()
         self._awaiting_list: set[Observer] = set()
         core.set_audio_input(self._switch)
@@ -279,6 +280,10 @@ class SessionAudio:
 
     async def close(self) -> None:
         """Release every device, tap and PCM listener (the core calls this once stopped)."""
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
         audio_input, self._input = self._input, None
         self._switch.source = self._idle
         if audio_input is not None:
@@ -337,6 +342,10 @@ class SessionAudio:
         that is both) without dropping the session; before a start it only selects."""
         if not device_id:
             raise ValueError("device_id is missing")
+        async with self._lock:
+            return await self._set_device(device_id, direction)
+
+    async def _set_device(self, device_id: str, direction: Direction) -> types_pb2.MediaDevice:
         found = await directions_of(device_id, self._monitor)
         if direction == types_pb2.DEVICE_DIRECTION_UNSPECIFIED:
             if len(found) > 1:
@@ -350,10 +359,11 @@ class SessionAudio:
                 f"{device_id} is an {other} device; it cannot be used as an {_slot(direction)}"
             )
         if not self.is_open:
-            await check_device(device_id, direction)
-        elif direction == INPUT:
+            await check_device(device_id, direction)  # then only selected, for the next start
+        # A start may have opened the devices during that await: then switch for real.
+        if self.is_open and direction == INPUT:
             self._swap_input(registry.open_input(device_id), device_id)
-        else:
+        elif self.is_open:
             new_output = registry.open_output(device_id)
             await self._remove_output()
             self._install_output(new_output)
@@ -484,9 +494,10 @@ class SessionAudio:
             task.add_done_callback(self._tasks.discard)
 
     async def _fall_back_output(self, lost: str) -> None:
-        await self._remove_output()
-        if self.is_open and self.output_id == DEFAULT_OUTPUT:
-            self._install_output(NullOutput())
+        async with self._lock:
+            if self.is_open and self.output_id == DEFAULT_OUTPUT:
+                await self._remove_output()
+                self._install_output(NullOutput())
         self._lost(lost, OUTPUT, f"{lost} disappeared")
 
     def _lost(self, device_id: str, direction: Direction, reason: str) -> None:

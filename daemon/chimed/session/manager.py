@@ -204,6 +204,8 @@ class SessionManager:
         session_id = request.session_id or uuid.uuid4().hex[:12]
         if not SESSION_ID_RE.match(session_id):
             raise InvalidArgument("session_id must be 1-64 of [A-Za-z0-9_.-]")
+        await check_selection(request.devices)
+        # From here to the insertion nothing awaits, so the uniqueness checks hold.
         if session_id in self.sessions:
             raise AlreadyExists(f"session {session_id} already exists")
         for other in self.sessions.values():
@@ -213,9 +215,6 @@ class SessionManager:
                 )
         if len(self.sessions) >= MAX_SESSIONS:
             raise ResourceExhausted(f"at most {MAX_SESSIONS} sessions per daemon")
-        await check_selection(request.devices)
-        if session_id in self.sessions:  # created meanwhile
-            raise AlreadyExists(f"session {session_id} already exists")
         hub = ObserverHub(session_id)
         core: ChimeSession | None = None
 
