@@ -551,6 +551,13 @@ async def test_hot_plug_events_and_lost_device_fallback(chimed: Any, pulse: Any)
         assert first.sequence == 1
         listed = {d.id for d in first.audio_device_changed.devices}
         assert "hw:pulse:chimed_b" in listed and device_id not in listed
+        # Another session's stream, with the watch already running, starts with the list too.
+        late = EventStream(
+            chimed.sessions.AddDeviceObserver(S.AddDeviceObserverRequest(session_id=a.session_id))
+        )
+        again = await late.expect("audio_device_changed")
+        assert again.sequence == 1 and {d.id for d in again.audio_device_changed.devices} == listed
+        await late.close()
         await start(chimed, a)
         await start(chimed, b)
         ear = listen(chimed, b.session_id)
