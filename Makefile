@@ -22,7 +22,7 @@ bench: deps
 lint: deps
 	$(BIN)/ruff check daemon tests bench clients/python/chime/client.py
 	$(BIN)/ruff format --check daemon tests bench clients/python/chime/client.py
-	$(BIN)/mypy daemon/chimed clients/python/chime/client.py
+	$(BIN)/mypy daemon/chimed clients/python/chime/client.py bench
 
 # Regenerate the Python stubs (committed in clients/python) from protos/.
 proto: $(VENV)/.installed

@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from chime.client import Chimed, connect_aio
-from chime.v1 import meeting_pb2, session_pb2
+from chime.client import AsyncChimed, connect_aio
+from chime.v1 import events_pb2, meeting_pb2, session_pb2
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -31,14 +31,14 @@ TARGETS = {
 }
 
 
-async def _meeting(chimed: Chimed[Any], name: str) -> Any:
+async def _meeting(chimed: AsyncChimed, name: str) -> Any:
     r = await chimed.meetings.CreateMeeting(
         meeting_pb2.CreateMeetingRequest(external_meeting_id=name)
     )
     return r.meeting
 
 
-async def _session(chimed: Chimed[Any], meeting: Any, user: str) -> str:
+async def _session(chimed: AsyncChimed, meeting: Any, user: str) -> str:
     a = await chimed.meetings.CreateAttendee(
         meeting_pb2.CreateAttendeeRequest(meeting_id=meeting.meeting_id, external_user_id=user)
     )
@@ -48,7 +48,7 @@ async def _session(chimed: Chimed[Any], meeting: Any, user: str) -> str:
     return str(s.session.session_id)
 
 
-async def join_latency(chimed: Chimed[Any], joins: int) -> dict[str, float]:
+async def join_latency(chimed: AsyncChimed, joins: int) -> dict[str, float]:
     """Start to audio_session_started on the observer stream."""
     meeting = await _meeting(chimed, "bench-joins")
     await _session(chimed, meeting, "host")  # someone already in the meeting
@@ -70,7 +70,7 @@ async def join_latency(chimed: Chimed[Any], joins: int) -> dict[str, float]:
     return summary(times, 50, 95)
 
 
-async def _wait_observer(chimed: Chimed[Any], sid: str, kind: str = "audio_video") -> None:
+async def _wait_observer(chimed: AsyncChimed, sid: str, kind: str = "audio_video") -> None:
     for _ in range(400):
         got = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=sid))
         if getattr(got.session.observers, kind) >= 1:
@@ -79,7 +79,7 @@ async def _wait_observer(chimed: Chimed[Any], sid: str, kind: str = "audio_video
     raise RuntimeError("observer never registered")
 
 
-async def data_message_latency(chimed: Chimed[Any], count: int) -> dict[str, float]:
+async def data_message_latency(chimed: AsyncChimed, count: int) -> dict[str, float]:
     """SendMessage on one session to the event on another session's stream."""
     meeting = await _meeting(chimed, "bench-messages")
     a = await _session(chimed, meeting, "receiver")
@@ -96,6 +96,7 @@ async def data_message_latency(chimed: Chimed[Any], count: int) -> dict[str, flo
         await chimed.sessions.SendMessage(S.SendMessageRequest(session_id=b, message=message))
         event = await call.read()
         times.append(time.perf_counter() - t0)
+        assert isinstance(event, events_pb2.DataMessageEvent)
         assert event.data_message_received.data_message.json["i"] == i
         # Stay below the service's throttle (100/s, burst 200) as a real sender must.
         await asyncio.sleep(0.011)
@@ -103,7 +104,7 @@ async def data_message_latency(chimed: Chimed[Any], count: int) -> dict[str, flo
     return summary(times, 50, 99)
 
 
-async def grpc_unary_baseline(chimed: Chimed[Any], count: int) -> dict[str, float]:
+async def grpc_unary_baseline(chimed: AsyncChimed, count: int) -> dict[str, float]:
     health = health_pb2_grpc.HealthStub(chimed.channel)
     times = []
     for _ in range(count):
@@ -140,7 +141,7 @@ async def websocket_echo_baseline(count: int) -> dict[str, float]:
     return summary(times, 50, 99)
 
 
-async def memory(chimed: Chimed[Any], pid: int, sessions: int) -> dict[str, Any]:
+async def memory(chimed: AsyncChimed, pid: int, sessions: int) -> dict[str, Any]:
     idle = rss_mb(pid)
     meeting = await _meeting(chimed, "bench-memory")
     sids = [await _session(chimed, meeting, f"m{i}") for i in range(sessions)]

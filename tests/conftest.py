@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from chime.client import Chimed, connect_aio
+from chime.client import AsyncChimed, connect_aio
 
 from tests.daemon_proc import DaemonProcess
 
@@ -17,6 +17,6 @@ def daemon() -> Iterator[DaemonProcess]:
 
 
 @pytest.fixture
-async def chimed(daemon: DaemonProcess) -> AsyncIterator[Chimed]:  # type: ignore[type-arg]
+async def chimed(daemon: DaemonProcess) -> AsyncIterator[AsyncChimed]:
     async with connect_aio(daemon.target) as client:
         yield client

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
-from chime.client import Chimed, connect_aio
+from chime.client import AsyncChimed, connect_aio
 from chime.v1 import audio_pb2, session_pb2, types_pb2
 from chimed.devices import registry
 from chimed.devices.audio_inputs import SoundDeviceInput, ToneInput
@@ -53,7 +53,7 @@ def daemon(pulse: pulse_mod.PulseServer | None) -> Iterator[DaemonProcess]:
 
 
 @pytest.fixture
-async def chimed(daemon: DaemonProcess) -> AsyncIterator[Chimed]:  # type: ignore[type-arg]
+async def chimed(daemon: DaemonProcess) -> AsyncIterator[AsyncChimed]:
     async with connect_aio(daemon.target) as client:
         yield client
 

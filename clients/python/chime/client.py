@@ -1,8 +1,15 @@
-"""A thin typed client for chimed: channels to its socket and the four service stubs.
+"""A thin typed client for chimed: a channel to its socket and the four service stubs.
 
 from chime.client import connect
-with connect() as chimed:
-    meeting = chimed.meetings.CreateMeeting(meeting_pb2.CreateMeetingRequest(...)).meeting
+from chime.v1 import meeting_pb2
+
+with connect() as chimed:  # the daemon's default Unix socket
+    meeting = chimed.meetings.CreateMeeting(
+        meeting_pb2.CreateMeetingRequest(external_meeting_id="standup")
+    ).meeting
+
+async with connect_aio() as chimed:  # the same, for asyncio
+    ...
 """
 
 from __future__ import annotations
@@ -10,13 +17,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Generic, TypeVar
 
 import grpc
 
 from chime.v1 import audio_pb2_grpc, meeting_pb2_grpc, session_pb2_grpc, video_pb2_grpc
-
-C = TypeVar("C", grpc.Channel, grpc.aio.Channel)
 
 
 def default_target() -> str:
@@ -30,24 +34,16 @@ def default_target() -> str:
 
 
 @dataclass
-class Chimed(Generic[C]):
-    channel: C
+class Chimed:
+    """Blocking stubs over one channel."""
+
+    channel: grpc.Channel
     sessions: session_pb2_grpc.SessionServiceStub
     audio: audio_pb2_grpc.AudioServiceStub
     video: video_pb2_grpc.VideoServiceStub
     meetings: meeting_pb2_grpc.MeetingServiceStub
 
-    @classmethod
-    def over(cls, channel: C) -> Chimed[C]:
-        return cls(
-            channel,
-            session_pb2_grpc.SessionServiceStub(channel),
-            audio_pb2_grpc.AudioServiceStub(channel),
-            video_pb2_grpc.VideoServiceStub(channel),
-            meeting_pb2_grpc.MeetingServiceStub(channel),
-        )
-
-    def __enter__(self) -> Chimed[C]:
+    def __enter__(self) -> Chimed:
         return self
 
     def __exit__(
@@ -56,10 +52,20 @@ class Chimed(Generic[C]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(self.channel, grpc.Channel):  # an aio channel closes in __aexit__
-            self.channel.close()
+        self.channel.close()
 
-    async def __aenter__(self) -> Chimed[C]:
+
+@dataclass
+class AsyncChimed:
+    """asyncio stubs over one channel."""
+
+    channel: grpc.aio.Channel
+    sessions: session_pb2_grpc.SessionServiceAsyncStub
+    audio: audio_pb2_grpc.AudioServiceAsyncStub
+    video: video_pb2_grpc.VideoServiceAsyncStub
+    meetings: meeting_pb2_grpc.MeetingServiceAsyncStub
+
+    async def __aenter__(self) -> AsyncChimed:
         return self
 
     async def __aexit__(
@@ -68,15 +74,28 @@ class Chimed(Generic[C]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(self.channel, grpc.aio.Channel):
-            await self.channel.close()
+        await self.channel.close()
 
 
-def connect(target: str | None = None) -> Chimed[grpc.Channel]:
-    """A blocking client; target like 'unix:/path/chimed.sock' or '127.0.0.1:50051'."""
-    return Chimed.over(grpc.insecure_channel(target or default_target()))
+def connect(target: str | None = None) -> Chimed:
+    """Blocking stubs; target like 'unix:/path/chimed.sock' or '127.0.0.1:50051'."""
+    channel = grpc.insecure_channel(target or default_target())
+    return Chimed(
+        channel,
+        session_pb2_grpc.SessionServiceStub(channel),
+        audio_pb2_grpc.AudioServiceStub(channel),
+        video_pb2_grpc.VideoServiceStub(channel),
+        meeting_pb2_grpc.MeetingServiceStub(channel),
+    )
 
 
-def connect_aio(target: str | None = None) -> Chimed[grpc.aio.Channel]:
-    """An asyncio client; use `async with connect_aio() as chimed:`."""
-    return Chimed.over(grpc.aio.insecure_channel(target or default_target()))
+def connect_aio(target: str | None = None) -> AsyncChimed:
+    """asyncio stubs; use as `async with connect_aio() as chimed:`."""
+    channel = grpc.aio.insecure_channel(target or default_target())
+    return AsyncChimed(
+        channel,
+        session_pb2_grpc.SessionServiceStub(channel),
+        audio_pb2_grpc.AudioServiceStub(channel),
+        video_pb2_grpc.VideoServiceStub(channel),
+        meeting_pb2_grpc.MeetingServiceStub(channel),
+    )

@@ -19,13 +19,21 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import sounddevice as sd
-
 T = TypeVar("T")
 
 PULSE_DEVICE = "pulse"  # the ALSA pcm of alsa-plugins' pulse plugin
 
 _lock = threading.RLock()
+
+
+def _sd() -> Any:
+    # sounddevice starts PortAudio (ALSA, its plugins: ~20 MB resident) when imported; a
+    # daemon whose sessions use only virtual devices never pays for it.
+    import sounddevice
+
+    return sounddevice
+
+
 _open_streams = 0
 
 
@@ -70,6 +78,7 @@ def open_stream_count() -> int:
 
 def devices() -> list[dict[str, Any]]:
     """This process's (possibly stale) PortAudio device list, with host API names."""
+    sd = _sd()
     apis = sd.query_hostapis()
     out: list[dict[str, Any]] = []
     for index, info in enumerate(sd.query_devices()):
@@ -85,6 +94,7 @@ def refresh_if_idle() -> bool:
     with _lock:
         if _open_streams:
             return False
+        sd = _sd()
         sd._terminate()
         sd._initialize()
         return True
