@@ -21,6 +21,29 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 START_WAIT_TIMEOUT_S = 30.0
 
 
+def _add_observer(kind: ObserverKind) -> Any:
+    """Add<Kind>Observer: a stream of that kind's events for request.session_id."""
+
+    @streaming
+    async def add(self: SessionService, request: Any, context: Ctx) -> AsyncIterator[Message]:
+        session = self.manager.get(request.session_id)
+        async for event in self._observe(session, kind, request):
+            yield event
+
+    return add
+
+
+def _remove_observer(kind: ObserverKind, response: type[Any]) -> Any:
+    """Remove<Kind>Observer: end those streams (one observer_id, or all of the kind) with OK."""
+
+    @unary
+    async def remove(self: SessionService, request: Any, context: Ctx) -> Any:
+        hub = self.manager.get(request.session_id).hub
+        return response(removed=hub.remove(kind, request.observer_id))
+
+    return remove
+
+
 class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     def __init__(self, manager: SessionManager) -> None:
         self.manager = manager
@@ -106,12 +129,13 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self,
         session: ManagedSession,
         kind: ObserverKind,
-        observer_id: str,
-        context: Ctx,
+        request: Any,
         topics: list[str] | None = None,
-        options: object = None,
     ) -> AsyncIterator[Message]:
-        observer = session.hub.add(kind, observer_id, session.snapshot(kind), topics, options)
+        # The request rides along as the stream's options (e.g. active-speaker weights).
+        observer = session.hub.add(
+            kind, request.observer_id, session.snapshot(kind), topics, options=request
+        )
         try:
             async for event in observer.events():
                 yield event
@@ -119,26 +143,6 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
             session.hub.discard(observer)
         if observer.end is not None and observer.end[0] != grpc.StatusCode.OK:
             raise abort_with(*observer.end)
-
-    @streaming
-    async def AddActiveSpeakerObserver(
-        self, request: session_pb2.AddActiveSpeakerObserverRequest, context: Ctx
-    ) -> AsyncIterator[events_pb2.ActiveSpeakerEvent]:
-        session = self.manager.get(request.session_id)
-        async for event in self._observe(
-            session, ObserverKind.ACTIVE_SPEAKER, request.observer_id, context, options=request
-        ):
-            yield event  # type: ignore[misc]
-
-    @streaming
-    async def AddAudioVideoObserver(
-        self, request: session_pb2.AddAudioVideoObserverRequest, context: Ctx
-    ) -> AsyncIterator[events_pb2.AudioVideoEvent]:
-        session = self.manager.get(request.session_id)
-        async for event in self._observe(
-            session, ObserverKind.AUDIO_VIDEO, request.observer_id, context
-        ):
-            yield event  # type: ignore[misc]
 
     @streaming
     async def AddDataMessageObserver(
@@ -149,86 +153,35 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         for topic in topics:
             if not TOPIC_RE.match(topic):
                 raise InvalidArgument(f"topic {topic!r} must match ^[a-zA-Z0-9_-]{{1,36}}$")
-        async for event in self._observe(
-            session, ObserverKind.DATA_MESSAGE, request.observer_id, context, topics
-        ):
+        async for event in self._observe(session, ObserverKind.DATA_MESSAGE, request, topics):
             yield event  # type: ignore[misc]
-
-    @streaming
-    async def AddDeviceObserver(
-        self, request: session_pb2.AddDeviceObserverRequest, context: Ctx
-    ) -> AsyncIterator[events_pb2.DeviceEvent]:
-        session = self.manager.get(request.session_id)
-        async for event in self._observe(
-            session, ObserverKind.DEVICE, request.observer_id, context
-        ):
-            yield event  # type: ignore[misc]
-
-    @streaming
-    async def AddRealtimeObserver(
-        self, request: session_pb2.AddRealtimeObserverRequest, context: Ctx
-    ) -> AsyncIterator[events_pb2.RealtimeEvent]:
-        session = self.manager.get(request.session_id)
-        async for event in self._observe(
-            session, ObserverKind.REALTIME, request.observer_id, context
-        ):
-            yield event  # type: ignore[misc]
-
-    @streaming
-    async def AddTileObserver(
-        self, request: session_pb2.AddTileObserverRequest, context: Ctx
-    ) -> AsyncIterator[events_pb2.TileEvent]:
-        session = self.manager.get(request.session_id)
-        async for event in self._observe(session, ObserverKind.TILE, request.observer_id, context):
-            yield event  # type: ignore[misc]
-
-    def _remove(self, session_id: str, kind: ObserverKind | None, observer_id: str = "") -> int:
-        return self.manager.get(session_id).hub.remove(kind, observer_id)
 
     @unary
     async def RemoveObservers(
         self, request: session_pb2.RemoveObserversRequest, context: Ctx
     ) -> session_pb2.RemoveObserversResponse:
-        return session_pb2.RemoveObserversResponse(removed=self._remove(request.session_id, None))
+        removed = self.manager.get(request.session_id).hub.remove(None)
+        return session_pb2.RemoveObserversResponse(removed=removed)
 
-    @unary
-    async def RemoveActiveSpeakerObserver(
-        self, request: session_pb2.RemoveActiveSpeakerObserverRequest, context: Ctx
-    ) -> session_pb2.RemoveActiveSpeakerObserverResponse:
-        n = self._remove(request.session_id, ObserverKind.ACTIVE_SPEAKER, request.observer_id)
-        return session_pb2.RemoveActiveSpeakerObserverResponse(removed=n)
-
-    @unary
-    async def RemoveAudioVideoObserver(
-        self, request: session_pb2.RemoveAudioVideoObserverRequest, context: Ctx
-    ) -> session_pb2.RemoveAudioVideoObserverResponse:
-        n = self._remove(request.session_id, ObserverKind.AUDIO_VIDEO, request.observer_id)
-        return session_pb2.RemoveAudioVideoObserverResponse(removed=n)
-
-    @unary
-    async def RemoveDataMessageObserver(
-        self, request: session_pb2.RemoveDataMessageObserverRequest, context: Ctx
-    ) -> session_pb2.RemoveDataMessageObserverResponse:
-        n = self._remove(request.session_id, ObserverKind.DATA_MESSAGE, request.observer_id)
-        return session_pb2.RemoveDataMessageObserverResponse(removed=n)
-
-    @unary
-    async def RemoveDeviceObserver(
-        self, request: session_pb2.RemoveDeviceObserverRequest, context: Ctx
-    ) -> session_pb2.RemoveDeviceObserverResponse:
-        n = self._remove(request.session_id, ObserverKind.DEVICE, request.observer_id)
-        return session_pb2.RemoveDeviceObserverResponse(removed=n)
-
-    @unary
-    async def RemoveRealtimeObserver(
-        self, request: session_pb2.RemoveRealtimeObserverRequest, context: Ctx
-    ) -> session_pb2.RemoveRealtimeObserverResponse:
-        n = self._remove(request.session_id, ObserverKind.REALTIME, request.observer_id)
-        return session_pb2.RemoveRealtimeObserverResponse(removed=n)
-
-    @unary
-    async def RemoveTileObserver(
-        self, request: session_pb2.RemoveTileObserverRequest, context: Ctx
-    ) -> session_pb2.RemoveTileObserverResponse:
-        n = self._remove(request.session_id, ObserverKind.TILE, request.observer_id)
-        return session_pb2.RemoveTileObserverResponse(removed=n)
+    # One Add/Remove pair per seed contract; all but the data-message stream are alike.
+    AddActiveSpeakerObserver = _add_observer(ObserverKind.ACTIVE_SPEAKER)
+    AddAudioVideoObserver = _add_observer(ObserverKind.AUDIO_VIDEO)
+    AddDeviceObserver = _add_observer(ObserverKind.DEVICE)
+    AddRealtimeObserver = _add_observer(ObserverKind.REALTIME)
+    AddTileObserver = _add_observer(ObserverKind.TILE)
+    RemoveActiveSpeakerObserver = _remove_observer(
+        ObserverKind.ACTIVE_SPEAKER, session_pb2.RemoveActiveSpeakerObserverResponse
+    )
+    RemoveAudioVideoObserver = _remove_observer(
+        ObserverKind.AUDIO_VIDEO, session_pb2.RemoveAudioVideoObserverResponse
+    )
+    RemoveDataMessageObserver = _remove_observer(
+        ObserverKind.DATA_MESSAGE, session_pb2.RemoveDataMessageObserverResponse
+    )
+    RemoveDeviceObserver = _remove_observer(
+        ObserverKind.DEVICE, session_pb2.RemoveDeviceObserverResponse
+    )
+    RemoveRealtimeObserver = _remove_observer(
+        ObserverKind.REALTIME, session_pb2.RemoveRealtimeObserverResponse
+    )
+    RemoveTileObserver = _remove_observer(ObserverKind.TILE, session_pb2.RemoveTileObserverResponse)
