@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from chime.client import connect_aio
-from chime.v1 import meeting_pb2, session_pb2, types_pb2
+from chime.v1 import meeting_pb2, session_pb2, session_pb2_grpc, types_pb2
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -185,3 +185,86 @@ async def test_video_answers_unimplemented_clearly(chimed: Any) -> None:
     assert "VideoService/StartLocal is not implemented" in (info.value.details() or "")
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=session.session_id))
     assert types_pb2.SESSION_STATUS_CODE_OK  # the enum is importable from the client package
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str, bytes]:
+    """A throwaway certificate for 127.0.0.1 / localhost."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(pem)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path), pem
+
+
+async def test_tcp_with_tls_and_token(tmp_path: Any) -> None:
+    cert, key, pem = _self_signed(tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text("tls-token")
+    proc = DaemonProcess(
+        args=[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--token-file",
+            str(token_file),
+        ]
+    ).start()
+    try:
+        assert proc.tcp_address
+        port = proc.tcp_address.rpartition(":")[2]
+        creds = grpc.ssl_channel_credentials(root_certificates=pem)
+        async with grpc.aio.secure_channel(f"localhost:{port}", creds) as channel:
+            sessions = session_pb2_grpc.SessionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await sessions.ListSessions(S.ListSessionsRequest())
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            ok = await sessions.ListSessions(
+                S.ListSessionsRequest(), metadata=(("authorization", "Bearer tls-token"),)
+            )
+            assert list(ok.sessions) == []
+        # Plaintext to the TLS port fails: no silent downgrade.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plain:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await session_pb2_grpc.SessionServiceStub(plain).ListSessions(
+                    S.ListSessionsRequest(), timeout=5
+                )
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        proc.stop()
+    assert "tls-token" not in proc.log()
