@@ -592,3 +592,190 @@ async def test_hot_plug_events_and_lost_device_fallback(chimed: Any, pulse: Any)
         await events.close()
         for s in (a, b):
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
+
+
+class PulseEvents:
+    """`pactl subscribe` in the background: what the PulseAudio server saw happen."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    @classmethod
+    async def open(cls) -> PulseEvents:
+        proc = await asyncio.create_subprocess_exec(
+            "pactl", "subscribe", stdout=asyncio.subprocess.PIPE
+        )
+        return cls(proc)
+
+    async def until(self, text: str, timeout: float = 15) -> list[str]:
+        """Lines up to the first one containing `text`."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await self.proc.stdout.readline()).decode()
+                assert line, "pactl subscribe ended"
+                self.lines.append(line.strip())
+                if text in line:
+                    return self.lines
+
+    async def close(self) -> None:
+        self.proc.kill()
+        await self.proc.wait()
+
+
+@needs_pulse
+async def test_create_session_checks_hardware_without_opening_it(chimed: Any, pulse: Any) -> None:
+    meeting = await create_meeting(chimed)
+    events = await PulseEvents.open()
+    marker = ""
+    sessions: list[S.Session] = []
+    try:
+        code, details = await _code(
+            create_session(chimed, meeting, "hw-wrong", devices=selection("hw:pulse:chimed_b"))
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "devices.audio_input_device_id" in details and "output device" in details
+        code, details = await _code(
+            create_session(chimed, meeting, "hw-gone", devices=selection("hw:pulse:nope"))
+        )
+        assert code == grpc.StatusCode.NOT_FOUND and "hw:pulse:nope" in details
+        sessions.append(
+            await create_session(
+                chimed,
+                meeting,
+                "hw-ok",
+                devices=selection("hw:pulse:chimed_a.monitor", "hw:pulse:chimed_b"),
+            )
+        )
+        sid = sessions[0].session_id
+        got = await chimed.audio.SetDevice(
+            A.SetDeviceRequest(session_id=sid, device_id="hw:pulse:chimed_b.monitor")
+        )
+        assert got.device.label and not got.device.virtual
+        # Everything PulseAudio saw up to a marker of ours: no capture or playback stream.
+        marker = pulse.pactl("load-module", "module-null-sink", "sink_name=chimed_marker").strip()
+        seen = await events.until("'new' on module")
+        assert not [line for line in seen if "source-output" in line or "sink-input" in line]
+    finally:
+        if marker:
+            pulse.pactl("unload-module", marker)
+        await events.close()
+        for s in sessions:
+            await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
+
+
+@needs_pulse
+async def test_hardware_input_lost_mid_session_falls_back_to_silence(
+    chimed: Any, pulse: Any
+) -> None:
+    """A captures the monitor of a sink the test plays a tone into; the sink is unloaded
+    mid-session: A falls back to silence (audio_device_lost), stays STARTED, B hears silence.
+    C selected a source that is gone by its start: it starts all the same, on silence."""
+    meeting = await create_meeting(chimed)
+    modules = [
+        pulse.pactl("load-module", "module-null-sink", f"sink_name={name}", "rate=48000").strip()
+        for name in ("chimed_mic", "chimed_gone")
+    ]
+    mic_id, gone_id = "hw:pulse:chimed_mic.monitor", "hw:pulse:chimed_gone.monitor"
+    a = await create_session(chimed, meeting, "lost-a", devices=selection(mic_id))
+    b = await create_session(chimed, meeting, "lost-b")
+    c = await create_session(chimed, meeting, "lost-c", devices=selection(gone_id))
+    source = ToneInput(frequency_hz=660.0, level_dbfs=-10.0)
+    speaker = registry.open_output("hw:pulse:chimed_mic")
+    speaker.start(source)
+    a_events = EventStream(
+        chimed.sessions.AddDeviceObserver(S.AddDeviceObserverRequest(session_id=a.session_id))
+    )
+    c_events = EventStream(
+        chimed.sessions.AddDeviceObserver(S.AddDeviceObserverRequest(session_id=c.session_id))
+    )
+    ear: PcmListener | None = None
+    try:
+        pulse.pactl("unload-module", modules.pop())  # chimed_gone, before C starts
+        for s in (a, b, c):
+            await start(chimed, s)
+        ear = listen(chimed, b.session_id)
+        lost_c = await c_events.expect("audio_device_lost")
+        assert lost_c.audio_device_lost.device_id == gone_id
+        assert lost_c.audio_device_lost.fallback.id == "virtual:silence"
+
+        await ear.until(loud=True)
+        assert abs(peak_frequency(await ear.take(24000), 48000) - 660.0) < 2.0
+        pulse.pactl("unload-module", modules.pop())  # chimed_mic, while A captures it
+        lost = await a_events.expect("audio_device_lost")
+        assert lost.audio_device_lost.device_id == mic_id
+        assert lost.audio_device_lost.fallback.id == "virtual:silence"
+        assert "disappeared" in lost.audio_device_lost.reason
+        await ear.until(loud=False, run=25)
+        for s, input_id in ((a, "virtual:silence"), (c, "virtual:silence")):
+            got = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=s.session_id))
+            assert got.session.state == S.SESSION_STATE_STARTED
+            assert got.session.devices.audio_input_device_id == input_id
+        # Still in the meeting: a new input is heard again.
+        await chimed.audio.SetDevice(
+            A.SetDeviceRequest(session_id=a.session_id, device_id="virtual:tone?frequency=880")
+        )
+        await ear.until(loud=True)
+    finally:
+        if ear is not None:
+            await ear.close()
+        await a_events.close()
+        await c_events.close()
+        await speaker.stop()
+        source.stop()
+        for module in modules:
+            pulse.pactl("unload-module", module)
+        for s in (a, b, c):
+            await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
+
+
+async def test_file_input_that_ends_or_breaks_keeps_the_session(
+    chimed: Any, tmp_path: Path
+) -> None:
+    """A file that ends (loop=0) gives silence and stays selected; a looped file replaced by
+    garbage fails at its next round: silence, audio_device_lost, the session stays up."""
+    import wave
+
+    once, looped = tmp_path / "once.wav", tmp_path / "looped.wav"
+    for path, freq in ((once, 500.0), (looped, 750.0)):
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(48000)
+            w.writeframes(tone(freq, 48000, 1.0, 1).astype("<i2").tobytes())
+    meeting = await create_meeting(chimed)
+    once_id, looped_id = f"virtual:file?path={once}", f"virtual:file?path={looped}&loop=1"
+    a = await create_session(chimed, meeting, "file-a", devices=selection(once_id))
+    b = await create_session(chimed, meeting, "file-b")
+    events = EventStream(
+        chimed.sessions.AddDeviceObserver(S.AddDeviceObserverRequest(session_id=a.session_id))
+    )
+    await start(chimed, a)
+    await start(chimed, b)
+    ear = listen(chimed, b.session_id)
+    try:
+        await ear.until(loud=True)
+        await ear.until(loud=False, run=25)  # the file ended
+        got = await chimed.audio.GetDevices(A.GetDevicesRequest(session_id=a.session_id))
+        assert got.active_input_device_id == once_id
+
+        await chimed.audio.SetDevice(
+            A.SetDeviceRequest(session_id=a.session_id, device_id=looped_id)
+        )
+        await ear.until(loud=True)
+        assert abs(peak_frequency(await ear.take(24000), 48000) - 750.0) < 2.0
+        looped.write_bytes(b"RIFF....WAVEfmt not audio any more" * 20)
+        lost = await events.expect("audio_device_lost")
+        assert lost.audio_device_lost.device_id == looped_id
+        assert lost.audio_device_lost.fallback.id == "virtual:silence"
+        assert "cannot decode audio file" in lost.audio_device_lost.reason
+        await ear.until(loud=False, run=25)
+        session = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=a.session_id))
+        assert session.session.state == S.SESSION_STATE_STARTED
+        assert session.session.devices.audio_input_device_id == "virtual:silence"
+    finally:
+        await ear.close()
+        await events.close()
+        for s in (a, b):
+            await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))

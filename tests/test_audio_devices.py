@@ -329,3 +329,102 @@ async def test_hardware_direction_and_unknown_errors(pulse: PulseServer) -> None
         registry.open_input("hw:pulse:no_such_source")
     with pytest.raises(LookupError):
         registry.open_output("hw:ALSA:no_such_device")
+
+
+# --- robustness ------------------------------------------------------------------------------
+
+
+async def test_probe_answers_of_cancelled_queries_are_not_taken_later(pulse: PulseServer) -> None:
+    """A query cancelled while its answer is on the way (a watcher being stopped) must not
+    leave that answer for the next query, which would then report a stale list."""
+    prober = registry.DeviceProber()
+    sink = "chimed_lag"
+    module = ""
+    try:
+        await prober.query()  # the helper is up
+        for _ in range(3):
+            sent = prober.requests
+            task = asyncio.create_task(prober.query())
+            async with asyncio.timeout(10):
+                # Until the request is on its way (a yield: nothing to wait on but the task).
+                while prober.requests == sent:  # noqa: ASYNC110
+                    await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await prober.query()
+        # Real work meanwhile (a listing through a helper of its own: a process start), during
+        # which the shared helper has long answered whatever it still owed.
+        await registry.list_devices()
+        module = pulse.pactl("load-module", "module-null-sink", f"sink_name={sink}").strip()
+        answer = await prober.query()
+        assert sink in {s["name"] for s in answer["pulse"]["sinks"]}
+        pulse.pactl("unload-module", module)
+        module = ""
+        answer = await prober.query()
+        assert sink not in {s["name"] for s in answer["pulse"]["sinks"]}
+    finally:
+        if module:
+            pulse.pactl("unload-module", module)
+        await prober.close()
+    assert not prober.running
+
+
+async def test_hardware_opens_off_the_event_loop(pulse: PulseServer) -> None:
+    """open_async opens hardware in a worker thread (the loop keeps running meanwhile) and a
+    caller cancelled mid-open leaks no stream."""
+    from chimed.devices import portaudio
+
+    before = portaudio.open_stream_count()
+    loop = asyncio.get_running_loop()
+    ran: list[bool] = []
+    opened = registry.open_async("hw:pulse:chimed_a", registry.OUTPUT)
+    loop.call_soon(ran.append, True)
+    speaker = await opened
+    assert ran == [True]  # the loop ran a callback while the device was being opened
+    assert isinstance(speaker, SoundDeviceOutput)
+    await speaker.stop()
+    assert portaudio.open_stream_count() == before
+
+    task = asyncio.create_task(registry.open_async("hw:pulse:chimed_b.monitor", registry.INPUT))
+    await asyncio.sleep(0)  # the task has handed the open to a worker thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The thread's stream, once open, is closed (in another worker thread): a listing with
+    # the lock held sees the count settle back.
+    async with asyncio.timeout(10):
+        while portaudio.open_stream_count() != before:
+            await asyncio.to_thread(portaudio.devices)  # waits on the PortAudio lock
+
+
+async def test_file_input_ends_in_silence_or_fails_without_raising_other_errors(
+    tmp_path: Path,
+) -> None:
+    """A file that ends (loop=0) sends silence and stays live; a looped file that can no
+    longer be decoded when it comes round ends the track (MediaStreamError) with `error`."""
+    t = np.arange(int(0.1 * 48000)) / 48000
+    tone = np.round(10000 * np.sin(2 * np.pi * 600 * t)).astype(np.int16)
+    path = tmp_path / "short.wav"
+    write_wav(path, 48000, 1, tone)
+    once = FileInput(path)
+    try:
+        samples = np.concatenate([mono(await once.recv()) for _ in range(15)])
+        assert once.finished and once.readyState == "live" and once.error is None
+        assert rms(samples[:4800]) > 1000 and rms(samples[4800:]) == 0.0
+    finally:
+        once.stop()
+
+    looped = FileInput(path, loop=True)
+    try:
+        samples = np.concatenate([mono(await looped.recv()) for _ in range(3)])
+        assert rms(samples) > 1000
+        path.write_bytes(b"RIFF....WAVEfmt garbage now" * 20)  # replaced while playing
+        with pytest.raises(MediaStreamError):
+            async with asyncio.timeout(10):
+                while True:
+                    await looped.recv()
+        assert looped.error is not None and "cannot decode audio file" in looped.error
+        assert looped.readyState == "ended"
+    finally:
+        looped.stop()

@@ -2,7 +2,8 @@
 
 Every track yields s16 48 kHz 20 ms AudioFrames (mono by default, stereo on request), with
 pts counting samples from 0 (time_base 1/48000), released on the wall clock by a Pacer so
-recv() never runs ahead of real time and never busy-waits.
+recv() never runs ahead of real time and never busy-waits. A track that fails for good ends
+(MediaStreamError) with `error` saying why; its owner falls back to another input.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class AudioInput(MediaStreamTrack):  # type: ignore[misc]
         super().__init__()
         layout_name(channels)  # validates
         self.channels = channels
+        self.error: str | None = None  # why the track ended, when it ended by failing
         self._pacer = Pacer()
         self._pts = 0
 
@@ -106,8 +108,12 @@ def _open_container(path: str) -> Any:
 
 class FileInput(AudioInput):
     """Plays an audio file (anything FFmpeg decodes: WAV, Ogg/Opus/Vorbis, MP3, ...), resampled
-    to the track format, decoding as it goes. At the end it loops or sends silence
-    (`finished` becomes true)."""
+    to the track format, decoding as it goes.
+
+    The end of the file (whatever was decodable up to EOF, so also a file truncated while
+    playing) is not a failure: it loops (reopening the file) or sends silence from then on
+    (`finished` becomes true, the track stays live). A decode error mid-stream, or a looped
+    file that can no longer be opened, ends the track with `error` set."""
 
     def __init__(self, path: str | os.PathLike[str], loop: bool = False, channels: int = 1) -> None:
         super().__init__(channels)
@@ -141,7 +147,7 @@ class FileInput(AudioInput):
                 else:
                     self.finished = True
                 continue
-            except av.FFmpegError as exc:
+            except (av.FFmpegError, OSError) as exc:
                 self._close()
                 raise ValueError(f"cannot decode audio file {self.path!r}: {exc}") from exc
             chunk = self._resampler.convert_frame(frame)
@@ -151,7 +157,7 @@ class FileInput(AudioInput):
         self._pending = np.concatenate(parts)
 
     def _restart(self) -> None:
-        self._container.close()
+        self._close()
         self._container = _open_container(self.path)
         self._frames = self._container.decode(audio=0)
         self._decoded_this_pass = 0
@@ -159,10 +165,11 @@ class FileInput(AudioInput):
     def _next_samples(self) -> Samples:
         try:
             self._decode_until(FRAME_SAMPLES)
-        except ValueError:
+        except ValueError as exc:
             self.finished = True
+            self.error = str(exc)
             self.stop()
-            raise
+            raise MediaStreamError(self.error) from exc
         out, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
         if len(out) < FRAME_SAMPLES:
             out = np.concatenate([out, silence(FRAME_SAMPLES - len(out), self.channels)])
@@ -337,6 +344,6 @@ class SoundDeviceInput(AudioInput):
     def stop(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
-            portaudio.close_stream(stream)
+            portaudio.close_stream_soon(stream)  # off the loop: Pa_StopStream waits
         super().stop()
         self._data.set()  # wake a pending recv() so it ends

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import wave
 from collections import deque
@@ -30,6 +31,8 @@ from chimed.devices.pcm import (
     layout_name,
     silence,
 )
+
+log = logging.getLogger(__name__)
 
 
 class AudioOutput:
@@ -72,6 +75,9 @@ class AudioOutput:
                 self._consume(self._resampler.convert_frame(frame))
         except MediaStreamError:
             self.track_ended.set()
+        except Exception:  # a sink that fails (disk full...) stops consuming, loudly
+            log.exception("audio output %s failed", type(self).__name__)
+            self.track_ended.set()
 
     async def stop(self) -> None:
         """Stop reading and close the sink (idempotent)."""
@@ -83,6 +89,17 @@ class AudioOutput:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._aclose()
+
+    def discard(self) -> None:
+        """Release an output that was never started (no await: for callbacks)."""
+        if self._task is not None:
+            raise RuntimeError("discard() is for outputs never started; use stop()")
+        if not self._stopped:
+            self._stopped = True
+            self._close()
+
+    async def _aclose(self) -> None:
         self._close()
 
     def _consume(self, samples: Samples) -> None:
@@ -245,7 +262,16 @@ class SoundDeviceOutput(AudioOutput):
     def _consume(self, samples: Samples) -> None:
         self._ring.write(samples)
 
+    async def _aclose(self) -> None:
+        pending = self._close_stream()
+        if pending is not None:
+            await asyncio.shield(pending)  # closes in a worker thread even if we are cancelled
+
     def _close(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            portaudio.close_stream(stream)
+        self._close_stream()
+
+    def _close_stream(self) -> asyncio.Future[None] | None:
+        if self._stream is None:
+            return None
+        stream, self._stream = self._stream, None
+        return portaudio.close_stream_soon(stream)

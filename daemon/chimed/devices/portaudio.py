@@ -9,10 +9,17 @@ PortAudio 19.6 (Debian's libportaudio2) reaches PulseAudio only through ALSA's p
 as a single "pulse" device. To choose a particular sink or source, a stream is opened on that
 device while PULSE_SINK / PULSE_SOURCE name the target: libpulse reads them when the plugin
 creates its context inside Pa_OpenStream, so opens are serialized under one lock.
+
+Threads: opening and closing a stream block (Pa_OpenStream connects to the sound server,
+Pa_StopStream waits for the device), so the event loop hands them to worker threads. PortAudio
+is not thread-safe for enumeration and (re)initialization against other calls, so every call
+here that enumerates, opens, closes or re-initializes holds the one lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -21,9 +28,14 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 PULSE_DEVICE = "pulse"  # the ALSA pcm of alsa-plugins' pulse plugin
 
 _lock = threading.RLock()
+# Held (re-entrantly) by callers that look a device up and then open it by index, so that no
+# re-initialization renumbers the devices in between.
+lock = _lock
 
 
 def _sd() -> Any:
@@ -61,14 +73,40 @@ def open_stream(factory: Callable[[], T], env: Mapping[str, str] | None = None) 
 
 
 def close_stream(stream: Any) -> None:
-    """Stop and close a stream from open_stream; safe to call once per stream."""
+    """Stop and close a stream from open_stream (blocking); call once per stream."""
     global _open_streams
-    try:
-        stream.stop()
-    finally:
-        stream.close()
-        with _lock:
+    with _lock:
+        try:
+            try:
+                stream.stop()
+            finally:
+                stream.close()
+        finally:
             _open_streams -= 1
+
+
+_closing: set[asyncio.Future[None]] = set()
+
+
+def _closed(future: asyncio.Future[None]) -> None:
+    _closing.discard(future)
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("closing an audio stream failed: %r", future.exception())
+
+
+def close_stream_soon(stream: Any) -> asyncio.Future[None] | None:
+    """Close `stream` in a worker thread when called on an event loop (it is not waited for:
+    the lock orders it before any later open), else at once. Returns the pending close."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        close_stream(stream)
+        return None
+    # Never cancelled: a cancelled executor job that has not started would never close.
+    future = loop.run_in_executor(None, close_stream, stream)
+    _closing.add(future)
+    future.add_done_callback(_closed)
+    return future
 
 
 def open_stream_count() -> int:
@@ -78,15 +116,16 @@ def open_stream_count() -> int:
 
 def devices() -> list[dict[str, Any]]:
     """This process's (possibly stale) PortAudio device list, with host API names."""
-    sd = _sd()
-    apis = sd.query_hostapis()
-    out: list[dict[str, Any]] = []
-    for index, info in enumerate(sd.query_devices()):
-        entry = dict(info)
-        entry["index"] = index
-        entry["hostapi_name"] = apis[info["hostapi"]]["name"]
-        out.append(entry)
-    return out
+    with _lock:
+        sd = _sd()
+        apis = sd.query_hostapis()
+        out: list[dict[str, Any]] = []
+        for index, info in enumerate(sd.query_devices()):
+            entry = dict(info)
+            entry["index"] = index
+            entry["hostapi_name"] = apis[info["hostapi"]]["name"]
+            out.append(entry)
+        return out
 
 
 def refresh_if_idle() -> bool:
@@ -103,6 +142,11 @@ def refresh_if_idle() -> bool:
 def find_device(hostapi: str, name: str, occurrence: int) -> dict[str, Any] | None:
     """The `occurrence`-th (1-based) device called `name` on `hostapi`, re-enumerating once
     (when idle) if it is not known yet."""
+    with _lock:
+        return _find_device(hostapi, name, occurrence)
+
+
+def _find_device(hostapi: str, name: str, occurrence: int) -> dict[str, Any] | None:
     for attempt in range(2):
         matches = [d for d in devices() if d["hostapi_name"] == hostapi and d["name"] == name]
         if len(matches) >= occurrence:

@@ -1,5 +1,5 @@
-"""Device probe helper: `python -m chimed.devices.probe` answers each line on stdin with one
-JSON line listing the audio devices as of now.
+"""Device probe helper: `python -m chimed.devices.probe` answers each line on stdin (a request
+number) with one JSON line listing the audio devices as of now, the number echoed as "id".
 
 It runs in its own process because PortAudio only sees hot-plugged devices after
 Pa_Terminate + Pa_Initialize, which would break the streams the daemon has open. This process
@@ -59,11 +59,13 @@ def snapshot() -> dict[str, Any]:
 
 
 def main() -> None:
-    for _ in sys.stdin:
+    for line in sys.stdin:
         try:
             answer: dict[str, Any] = snapshot()
         except Exception as exc:  # report, keep serving
             answer = {"error": f"{type(exc).__name__}: {exc}"}
+        request = line.strip()
+        answer["id"] = int(request) if request.isdigit() else request
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
 

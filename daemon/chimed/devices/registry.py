@@ -143,27 +143,32 @@ def devices_from_snapshot(snapshot: Mapping[str, Any]) -> list[types_pb2.MediaDe
 
 
 class DeviceProber:
-    """A long-lived probe helper process (probe.py), asked for a fresh snapshot on demand."""
+    """A long-lived probe helper process (probe.py), asked for a fresh snapshot on demand.
+
+    Each request carries a number that the helper echoes in its answer. A caller cancelled
+    while waiting (a watcher being stopped) leaves its answer in the pipe; the next query
+    skips answers that are not its own, so a listing never lags behind."""
 
     def __init__(self) -> None:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        self.requests = 0  # requests written to a helper so far
 
     timeout = 10.0  # seconds for one answer (PortAudio probing can hang on broken devices)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
 
     async def query(self) -> dict[str, Any]:
         async with self._lock:
             for attempt in range(2):
                 proc = await self._ensure()
-                assert proc.stdin is not None and proc.stdout is not None
                 try:
-                    proc.stdin.write(b"?\n")
-                    await proc.stdin.drain()
-                    line = await asyncio.wait_for(proc.stdout.readline(), self.timeout)
+                    answer = await asyncio.wait_for(self._exchange(proc), self.timeout)
                 except (ConnectionError, TimeoutError):
-                    line = b""
-                if line:
-                    answer: dict[str, Any] = json.loads(line)
+                    answer = None
+                if answer is not None:
                     if "error" in answer:
                         raise RuntimeError(f"device probe failed: {answer['error']}")
                     return answer
@@ -171,6 +176,22 @@ class DeviceProber:
                 if attempt:
                     break
             raise RuntimeError("device probe helper did not answer")
+
+    async def _exchange(self, proc: asyncio.subprocess.Process) -> dict[str, Any] | None:
+        """Send one numbered request and read up to its answer; None if the helper ended."""
+        assert proc.stdin is not None and proc.stdout is not None
+        self.requests += 1
+        tag = self.requests
+        proc.stdin.write(f"{tag}\n".encode())
+        await proc.stdin.drain()
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                return None
+            answer: dict[str, Any] = json.loads(line)
+            if answer.pop("id", None) == tag:
+                return answer
+            # else: the answer to an earlier, cancelled request
 
     async def _ensure(self) -> asyncio.subprocess.Process:
         if self._proc is None or self._proc.returncode is not None:
@@ -274,10 +295,8 @@ def _virtual_check(
 
 
 def _pulse_direction(device_id: str, name: str) -> Direction:
-    """Whether `name` is a PulseAudio source (INPUT) or sink (OUTPUT) right now."""
-    if portaudio.find_device("ALSA", portaudio.PULSE_DEVICE, 1) is None or not shutil.which(
-        "pactl"
-    ):
+    """Whether `name` is a PulseAudio source (INPUT) or sink (OUTPUT) right now (runs pactl)."""
+    if not shutil.which("pactl"):
         raise LookupError(f"unknown audio device {device_id!r}: PulseAudio is not available")
     for kind, direction in (("sources", INPUT), ("sinks", OUTPUT)):
         result = subprocess.run(
@@ -289,21 +308,36 @@ def _pulse_direction(device_id: str, name: str) -> Direction:
     raise LookupError(f"unknown audio device {device_id!r}")
 
 
-def _hardware(device_id: str, name: str, direction: Direction) -> tuple[int, dict[str, str]]:
-    """PortAudio device index and the environment to open it with."""
+def _wrong_direction(device_id: str, direction: Direction) -> ValueError:
+    other = "output" if direction == INPUT else "input"
+    want = "an input" if direction == INPUT else "an output"
+    return ValueError(f"{device_id} is an {other} device; it cannot be used as {want}")
+
+
+def _open_hardware(device_id: str, name: str, direction: Direction) -> AudioInput | AudioOutput:
+    """Open a PortAudio stream for a hw: id. Blocking (pactl, PortAudio): call it from a
+    worker thread. The lookup and the open share one hold of portaudio.lock, so that no
+    re-initialization renumbers the devices in between."""
     hostapi, sep, rest = name.partition(":")
     if not sep or not rest:
         raise LookupError(f"unknown audio device {device_id!r}")
+    if hostapi == "pulse" and _pulse_direction(device_id, rest) != direction:
+        raise _wrong_direction(device_id, direction)
+    with portaudio.lock:
+        index, env = _hardware(device_id, hostapi, rest, direction)
+        if direction == INPUT:
+            return SoundDeviceInput(index, env=env, label=device_id)
+        return SoundDeviceOutput(index, env=env, label=device_id)
+
+
+def _hardware(
+    device_id: str, hostapi: str, rest: str, direction: Direction
+) -> tuple[int, dict[str, str]]:
+    """PortAudio device index and the environment to open it with."""
     if hostapi == "pulse":
-        actual = _pulse_direction(device_id, rest)
-        if actual != direction:
-            other = "input" if actual == INPUT else "output"
-            raise ValueError(
-                f"{device_id} is an {other} device; it cannot be used as "
-                f"{'an input' if direction == INPUT else 'an output'}"
-            )
         pulse = portaudio.find_device("ALSA", portaudio.PULSE_DEVICE, 1)
-        assert pulse is not None
+        if pulse is None:
+            raise LookupError(f"unknown audio device {device_id!r}: PulseAudio is not available")
         key = "PULSE_SOURCE" if direction == INPUT else "PULSE_SINK"
         return int(pulse["index"]), {key: rest}
     base, _, count = rest.rpartition("#")
@@ -319,18 +353,26 @@ def _hardware(device_id: str, name: str, direction: Direction) -> tuple[int, dic
             )
         raise LookupError(f"unknown audio device {device_id!r}")
     if direction == INPUT and found["max_input_channels"] <= 0:
-        raise ValueError(f"{device_id} is an output device; it cannot be used as an input")
+        raise _wrong_direction(device_id, direction)
     if direction == OUTPUT and found["max_output_channels"] <= 0:
-        raise ValueError(f"{device_id} is an input device; it cannot be used as an output")
+        raise _wrong_direction(device_id, direction)
     return int(found["index"]), {}
 
 
+def blocks(device_id: str) -> bool:
+    """Whether opening `device_id` blocks (hardware: pactl and PortAudio; files: decoding), so
+    that an event loop should open it in a worker thread (open_async)."""
+    return device_id.startswith(("hw:", "virtual:file", "virtual:wav"))
+
+
 def open_input(device_id: str) -> AudioInput:
-    """An aiortc audio track for `device_id` (see the module doc for the id syntax)."""
+    """An aiortc audio track for `device_id` (see the module doc for the id syntax).
+    Blocking for the ids that `blocks`."""
     scheme, name, params = _split(device_id)
     if scheme == "hw":
-        index, env = _hardware(device_id, name, INPUT)
-        return SoundDeviceInput(index, env=env, label=device_id)
+        audio_input = _open_hardware(device_id, name, INPUT)
+        assert isinstance(audio_input, AudioInput)
+        return audio_input
     _virtual_check(device_id, name, params, INPUT)
     if name == "silence":
         return SilenceInput()
@@ -347,11 +389,13 @@ def open_input(device_id: str) -> AudioInput:
 
 
 def open_output(device_id: str) -> AudioOutput:
-    """An audio output (start(track) / stop()) for `device_id`."""
+    """An audio output (start(track) / stop()) for `device_id`. Blocking for the ids that
+    `blocks`."""
     scheme, name, params = _split(device_id)
     if scheme == "hw":
-        index, env = _hardware(device_id, name, OUTPUT)
-        return SoundDeviceOutput(index, env=env, label=device_id)
+        output = _open_hardware(device_id, name, OUTPUT)
+        assert isinstance(output, AudioOutput)
+        return output
     _virtual_check(device_id, name, params, OUTPUT)
     if name == "null":
         return NullOutput()
@@ -363,6 +407,36 @@ def open_output(device_id: str) -> AudioOutput:
         sample_rate=_integer(device_id, params, "rate", 48000),
         channels=_integer(device_id, params, "channels", 1),
     )
+
+
+def discard(device: AudioInput | AudioOutput) -> None:
+    """Release a device that was opened but never used (no await: for callbacks)."""
+    if isinstance(device, AudioOutput):
+        device.discard()
+    else:
+        device.stop()
+
+
+async def open_async(device_id: str, direction: Direction) -> AudioInput | AudioOutput:
+    """open_input / open_output, in a worker thread for the ids that `blocks`. Cancelling the
+    caller does not leak: a device the thread still opens is released when it arrives."""
+    opener: Callable[[str], AudioInput | AudioOutput] = (
+        open_input if direction == INPUT else open_output
+    )
+    if not blocks(device_id):
+        return opener(device_id)
+    # Not asyncio.to_thread: its future, cancelled, would orphan the thread's result.
+    future = asyncio.get_running_loop().run_in_executor(None, opener, device_id)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(_discard_result)
+        raise
+
+
+def _discard_result(future: asyncio.Future[AudioInput | AudioOutput]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        discard(future.result())
 
 
 # --- hot-plug --------------------------------------------------------------------------------

@@ -2,16 +2,22 @@
 
 The selection (device ids, defaults: silence in, null sink out, since a bot has no hardware)
 lives as long as the session; the devices are opened when a start begins and released once the
-session has stopped (the core's on_starting / on_stopped seams). The core is given two
+session has stopped (the core's on_starting / on_stopped seams). Hardware is never opened on
+the event loop (pactl, PortAudio block): a start opens virtual devices at once and hardware in
+a worker thread right after, sending silence (input) and draining (output) meanwhile; a
+hardware device that cannot be opened then falls back like a lost one. SetDevice opens in a
+worker thread; CreateSession and SetDevice before a start check a hardware id against the
+current device list only (it exists, the direction fits), without opening it. The core is given two
 long-lived seams once: an InputSwitch track (forwards the current input; a switch never ends
 what aiortc sends) and a MixFanout consumer (one reader of the received mix, copying frames to
 the output device and to every PCM listener, each through its own bounded MixTap).
 
 Device observers get the daemon's device list (DeviceMonitor) and, when a hardware device in
 use vanishes, the session falls back to silence or the null sink and says so
-(audio_device_lost), staying up. Errors: LookupError for unknown ids, ValueError for a wrong
-direction, bad parameters or an undecodable file, FailedPrecondition for PCM feeds of a
-session that is not running.
+(audio_device_lost), staying up; so does an input that fails (a file that can no longer be
+decoded; a file that simply ends sends silence and stays selected). Errors: LookupError for
+unknown ids, ValueError for a wrong direction, bad parameters or an undecodable file,
+FailedPrecondition for PCM feeds of a session that is not running.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import asyncio
 import fractions
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TypeAlias
 
 import av
@@ -52,6 +58,10 @@ def _slot(direction: Direction) -> str:
     return "input" if direction == INPUT else "output"
 
 
+def _default(direction: Direction) -> str:
+    return DEFAULT_INPUT if direction == INPUT else DEFAULT_OUTPUT
+
+
 class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
     """Forwards the current source; a source swapped (and stopped) under a pending recv()
     is simply replaced, and one that ends on its own is reported to `on_ended`, which
@@ -60,7 +70,7 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
     kind = "audio"
 
     def __init__(
-        self, source: MediaStreamTrack, on_ended: Callable[[MediaStreamTrack], None]
+        self, source: MediaStreamTrack, on_ended: Callable[[MediaStreamTrack, str], None]
     ) -> None:
         super().__init__()
         self.source = source
@@ -74,13 +84,16 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
             source = self.source
             try:
                 frame = await source.recv()
-            except MediaStreamError:
+            except Exception as exc:  # an input that fails must not end what aiortc sends
                 if self.readyState != "live":
-                    raise
+                    raise MediaStreamError from exc
                 if source is self.source:
-                    self.on_ended(source)
+                    reason = getattr(source, "error", None) or (
+                        "it ended" if isinstance(exc, MediaStreamError) else repr(exc)
+                    )
+                    self.on_ended(source, reason)
                     if source is self.source:
-                        raise  # nothing to fall back to
+                        raise MediaStreamError from exc  # nothing to fall back to
                 continue
             if not isinstance(frame, av.AudioFrame):
                 raise MediaStreamError("the audio input gave a frame that is not audio")
@@ -118,19 +131,26 @@ class MixTap(MediaStreamTrack):  # type: ignore[misc]
 
 
 class MixFanout:
-    """The session's audio consumer: reads the received mix (so it is always drained) and
-    hands each frame to every tap."""
+    """The session's audio consumer: reads the received mix and hands each frame to every
+    tap. `on_demand(wanted)` hears when the first tap comes and the last one goes: with no
+    tap nothing hears the mix, and the peer can drop it undecoded."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_demand: Callable[[bool], None] | None = None) -> None:
         self._taps: set[MixTap] = set()
+        self._on_demand = on_demand
 
     def tap(self) -> MixTap:
         tap = MixTap()
         self._taps.add(tap)
+        if len(self._taps) == 1 and self._on_demand is not None:
+            self._on_demand(True)
         return tap
 
     def untap(self, tap: MixTap) -> None:
-        self._taps.discard(tap)
+        if tap in self._taps:
+            self._taps.discard(tap)
+            if not self._taps and self._on_demand is not None:
+                self._on_demand(False)
         tap.stop()
 
     async def consume(self, track: MediaStreamTrack) -> None:
@@ -154,9 +174,11 @@ def _virtual_device(device_id: str, direction: Direction) -> types_pb2.MediaDevi
 
 
 async def directions_of(
-    device_id: str, monitor: DeviceMonitor
+    device_id: str, monitor: DeviceMonitor | None
 ) -> dict[Direction, types_pb2.MediaDevice]:
-    """The directions `device_id` can be used in, with its description; LookupError if none."""
+    """The directions `device_id` can be used in, with its description; LookupError if none.
+    Hardware ids are looked up in a fresh listing (the monitor's probe helper, else a
+    one-off one), never opened."""
     found: dict[Direction, types_pb2.MediaDevice] = {}
     if device_id.startswith("virtual:"):
         for direction in (INPUT, OUTPUT):
@@ -164,7 +186,8 @@ async def directions_of(
             if device is not None:
                 found[direction] = device
     elif device_id.startswith("hw:"):
-        for device in await monitor.list():
+        listed = await (monitor.list() if monitor is not None else registry.list_devices())
+        for device in listed:
             if device.id == device_id:
                 found[device.direction] = device
     if not found:
@@ -185,12 +208,6 @@ def _describe(device_id: str, direction: Direction) -> types_pb2.MediaDevice:
     )
 
 
-def open_device(device_id: str, direction: Direction) -> AudioInput | AudioOutput:
-    if direction == INPUT:
-        return registry.open_input(device_id)
-    return registry.open_output(device_id)
-
-
 async def release(device: AudioInput | AudioOutput | None) -> None:
     if isinstance(device, AudioOutput):
         await device.stop()
@@ -198,12 +215,29 @@ async def release(device: AudioInput | AudioOutput | None) -> None:
         device.stop()
 
 
-async def check_device(device_id: str, direction: Direction) -> None:
-    """Open and release at once: proves the id, its direction, parameters and file."""
-    await release(open_device(device_id, direction))
+def _wrong_direction(device_id: str, found: Sequence[Direction], wanted: Direction) -> ValueError:
+    other = _slot(next(iter(found)))
+    return ValueError(f"{device_id} is an {other} device; it cannot be used as an {_slot(wanted)}")
 
 
-async def check_selection(selection: session_pb2.DeviceSelection) -> None:
+async def check_device(
+    device_id: str, direction: Direction, monitor: DeviceMonitor | None = None
+) -> types_pb2.MediaDevice:
+    """Whether `device_id` can serve as `direction`, with its description. A hardware id is
+    checked against the current device list (opening happens at start); a virtual one is
+    opened and released (off the loop for files), which proves its parameters and file."""
+    if device_id.startswith("hw:"):
+        found = await directions_of(device_id, monitor)
+        if direction not in found:
+            raise _wrong_direction(device_id, list(found), direction)
+        return found[direction]
+    await release(await registry.open_async(device_id, direction))
+    return _describe(device_id, direction)
+
+
+async def check_selection(
+    selection: session_pb2.DeviceSelection, monitor: DeviceMonitor | None = None
+) -> None:
     """CreateSession's devices, errors naming the field (ValueError / LookupError)."""
     for field, direction in (
         ("audio_input_device_id", INPUT),
@@ -213,7 +247,7 @@ async def check_selection(selection: session_pb2.DeviceSelection) -> None:
         if not device_id:
             continue
         try:
-            await check_device(device_id, direction)
+            await check_device(device_id, direction, monitor)
         except LookupError as e:
             raise LookupError(f"devices.{field}: {e.args[0] if e.args else e}") from None
         except ValueError as e:
@@ -238,19 +272,24 @@ class SessionAudio:
         self._output: AudioOutput | None = None
         self._output_tap: MixTap | None = None
         self._listeners: set[PcmFeedOutput] = set()
+        self._pending: set[Direction] = set()  # hardware selected, opening after a start
         self._feeding = False
         self._idle = SilenceInput()  # the switch's source while closed (nobody reads it then)
         self._switch = InputSwitch(self._idle, self._input_ended)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()  # one switch (or release) at a time
-        self._fanout = MixFanout()
+        self._fanout = MixFanout(self._mix_demand)
         self._awaiting_list: set[Observer] = set()
         core.set_audio_input(self._switch)
-        core.set_audio_output(self._fanout.consume)
+        core.set_audio_output(None)  # until a tap wants the mix (see _mix_demand)
         core.on_starting = self.open
         core.on_stopped = self.close
         hub.watch(DEVICE, self._device_observer_added, self._device_observer_removed)
         monitor.register(self)
+
+    def _mix_demand(self, wanted: bool) -> None:
+        # A null sink and no PCM listener: the peer drops the mix without decoding it.
+        self._core.set_audio_output(self._fanout.consume if wanted else None)
 
     @property
     def input_id(self) -> str:
@@ -266,17 +305,53 @@ class SessionAudio:
 
     # --- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
-        """Open the selected devices (the core calls this as a start begins)."""
+        """Open the selected devices (the core calls this, synchronously, as a start begins):
+        virtual ones at once (their errors refuse the start), hardware ones in a worker
+        thread right after (see _open_pending), with silence and a null sink meanwhile."""
         if self.is_open:
             return
-        audio_input = registry.open_input(self.input_id)
+        pending = {d for d in (INPUT, OUTPUT) if self._selected(d).startswith("hw:")}
+        audio_input = SilenceInput() if INPUT in pending else registry.open_input(self.input_id)
         try:
-            self._install_output(registry.open_output(self.output_id))
+            output = NullOutput() if OUTPUT in pending else registry.open_output(self.output_id)
         except BaseException:
             audio_input.stop()
             raise
+        self._install_output(output)
         self._install_input(audio_input)
+        self._pending = pending
+        if pending:
+            self._spawn(self._open_pending())
         self._update_hardware_use()
+
+    async def _open_pending(self) -> None:
+        async with self._lock:
+            for direction in (INPUT, OUTPUT):
+                if direction not in self._pending or not self.is_open:
+                    continue
+                device_id = self._selected(direction)
+                try:
+                    device = await registry.open_async(device_id, direction)
+                except Exception as e:  # pactl, PortAudio: whatever it is, fall back
+                    if direction in self._pending and self.is_open:
+                        self._select(direction, _default(direction))
+                        self._lost(device_id, direction, f"cannot open {device_id}: {e}")
+                    continue
+                # The lock keeps close() out; a lost-device check may have moved on meanwhile.
+                if direction not in self._pending or not self.is_open:
+                    registry.discard(device)
+                    continue
+                if isinstance(device, AudioInput):
+                    self._swap_input(device, device_id)
+                else:
+                    await self._remove_output()
+                    self._install_output(device)
+                    self._select(OUTPUT, device_id)
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         """Release every device, tap and PCM listener (the core calls this once stopped)."""
@@ -284,6 +359,7 @@ class SessionAudio:
             await self._close()
 
     async def _close(self) -> None:
+        self._pending.clear()
         audio_input, self._input = self._input, None
         self._switch.source = self._idle
         if audio_input is not None:
@@ -354,24 +430,27 @@ class SessionAudio:
                 )
             direction = next(iter(found))
         elif direction not in found:
-            other = _slot(next(iter(found)))
-            raise ValueError(
-                f"{device_id} is an {other} device; it cannot be used as an {_slot(direction)}"
-            )
-        if not self.is_open:
+            raise _wrong_direction(device_id, list(found), direction)
+        if not self.is_open and not device_id.startswith("hw:"):
             await check_device(device_id, direction)  # then only selected, for the next start
-        # A start may have opened the devices during that await: then switch for real.
-        if self.is_open and direction == INPUT:
-            self._swap_input(registry.open_input(device_id), device_id)
-        elif self.is_open:
-            new_output = registry.open_output(device_id)
-            await self._remove_output()
-            self._install_output(new_output)
+        # A start may have opened the devices during those awaits: then switch for real (a
+        # stop cannot close them under us: close() waits for the lock we hold).
+        if self.is_open:
+            device = await registry.open_async(device_id, direction)
+            if isinstance(device, AudioInput):
+                self._swap_input(device, device_id)
+            else:
+                await self._remove_output()
+                self._install_output(device)
         self._select(direction, device_id)
         self._update_hardware_use()
         return found[direction]
 
+    def _selected(self, direction: Direction) -> str:
+        return self.input_id if direction == INPUT else self.output_id
+
     def _select(self, direction: Direction, device_id: str) -> None:
+        self._pending.discard(direction)  # whatever was opening for this slot is superseded
         if direction == INPUT:
             self.selection.audio_input_device_id = device_id
         else:
@@ -380,16 +459,16 @@ class SessionAudio:
     def _swap_input(self, audio_input: AudioInput, device_id: str) -> None:
         old = self._input
         self._install_input(audio_input)
-        self.selection.audio_input_device_id = device_id
+        self._select(INPUT, device_id)
         if old is not None:
             old.stop()  # a recv() pending on it ends; the switch moves on to the new one
 
-    def _input_ended(self, source: MediaStreamTrack) -> None:
+    def _input_ended(self, source: MediaStreamTrack, reason: str) -> None:
         if source is not self._input:
             return
         lost = self.input_id
         self._swap_input(SilenceInput(), DEFAULT_INPUT)
-        self._lost(lost, INPUT, f"the input {lost} ended")
+        self._lost(lost, INPUT, f"the input {lost} failed: {reason}")
 
     # --- PCM feeds ---------------------------------------------------------------------------
     def pcm_input(self) -> PcmFeedInput:
@@ -488,10 +567,8 @@ class SessionAudio:
             self._lost(lost, INPUT, f"{lost} disappeared")
         if self.output_id.startswith("hw:") and (self.output_id, OUTPUT) not in present:
             lost = self.output_id
-            self.selection.audio_output_device_id = DEFAULT_OUTPUT
-            task = asyncio.get_running_loop().create_task(self._fall_back_output(lost))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._select(OUTPUT, DEFAULT_OUTPUT)
+            self._spawn(self._fall_back_output(lost))
 
     async def _fall_back_output(self, lost: str) -> None:
         async with self._lock:
@@ -501,7 +578,7 @@ class SessionAudio:
         self._lost(lost, OUTPUT, f"{lost} disappeared")
 
     def _lost(self, device_id: str, direction: Direction, reason: str) -> None:
-        fallback = DEFAULT_INPUT if direction == INPUT else DEFAULT_OUTPUT
+        fallback = _default(direction)
         log.warning(
             "audio %s %s lost (%s); using %s", _slot(direction), device_id, reason, fallback
         )

@@ -1,6 +1,8 @@
 """The daemon's one view of the audio devices: a shared probe helper for listings and a hot-plug
 DeviceWatcher that runs only while someone needs it (device observers, or sessions using
-hardware), telling every registered session about each fresh list."""
+hardware), telling every registered session about each fresh list. The helper process itself
+ends once nothing has asked for a listing for `idle_close` seconds (a one-shot timer, no
+polling); the next listing starts it again."""
 
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ class DeviceListener(Protocol):
 
 
 class DeviceMonitor:
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(self, interval: float = 1.0, idle_close: float = 30.0) -> None:
         self.interval = interval
+        self.idle_close = idle_close
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.prober = DeviceProber()
         self.devices: list[types_pb2.MediaDevice] | None = None  # None while not watching
         self._users: set[object] = set()
@@ -36,7 +40,25 @@ class DeviceMonitor:
 
     async def list(self) -> list[types_pb2.MediaDevice]:
         """A fresh listing (hardware, then virtual)."""
-        return await list_devices(self.prober)
+        try:
+            return await list_devices(self.prober)
+        finally:
+            self._arm_idle_close()
+
+    def _arm_idle_close(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self._idle_timer = loop.call_later(self.idle_close, self._close_idle_prober)
+
+    def _close_idle_prober(self) -> None:
+        self._idle_timer = None
+        if self._task is None and self.prober.running:
+            task = asyncio.get_running_loop().create_task(self.prober.close())
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
 
     def register(self, listener: DeviceListener) -> None:
         self._listeners.add(listener)
@@ -51,6 +73,9 @@ class DeviceMonitor:
     def use(self, user: object) -> None:
         """`user` needs hot-plug events: watch while any user does."""
         self._users.add(user)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._watch(), name="chimed-device-watch"
@@ -64,6 +89,7 @@ class DeviceMonitor:
             task.cancel()
             self._ending.add(task)
             task.add_done_callback(self._ending.discard)
+            self._arm_idle_close()
 
     async def _watch(self) -> None:
         watcher = DeviceWatcher(self._changed, self.interval, self.prober)
@@ -92,6 +118,9 @@ class DeviceMonitor:
 
     async def close(self) -> None:
         self._users.clear()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         task, self._task = self._task, None
         tasks = [*self._ending, *([task] if task is not None else [])]
         for t in tasks:

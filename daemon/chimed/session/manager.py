@@ -204,7 +204,7 @@ class SessionManager:
         session_id = request.session_id or uuid.uuid4().hex[:12]
         if not SESSION_ID_RE.match(session_id):
             raise InvalidArgument("session_id must be 1-64 of [A-Za-z0-9_.-]")
-        await check_selection(request.devices)
+        await check_selection(request.devices, self.devices)
         # From here to the insertion nothing awaits, so the uniqueness checks hold.
         if session_id in self.sessions:
             raise AlreadyExists(f"session {session_id} already exists")
