@@ -8,7 +8,7 @@ APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins jq 
 PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
 ARGS ?=
 
-.PHONY: run test bench lint proto proto-check deps system-deps web clean
+.PHONY: run test bench bench-audio lint proto proto-check deps system-deps web clean
 
 run: deps
 	$(BIN)/chimed $(ARGS)
@@ -18,6 +18,10 @@ test: deps
 
 bench: deps
 	$(BIN)/python -m bench $(ARGS)
+
+# Audio figures (mouth-to-ear, active speaker, 1/10/25-session density): about 3 minutes.
+bench-audio: deps
+	$(BIN)/python -m bench --audio-only --out bench/results/audio.json $(ARGS)
 
 lint: deps
 	$(BIN)/ruff check daemon tests bench clients/python/chime/client.py

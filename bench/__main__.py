@@ -2,6 +2,7 @@
 
 Run: python -m bench [--joins 20] [--messages 1000] [--sessions 10] [--out FILE]
                     [--no-browser | --browser-only] [--steady-seconds 20]
+                    [--audio | --audio-only] [--audio-bursts 15] [--audio-sessions 1,10,25]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import browser, core
+from bench import audio, browser, core
 
 
 def main() -> int:
@@ -34,16 +35,33 @@ def main() -> int:
     p.add_argument(
         "--steady-seconds", type=float, default=20.0, help="CPU window of the browser comparison"
     )
+    p.add_argument(
+        "--audio",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also the audio figures: latency, active speaker, density (`make bench-audio`)",
+    )
+    p.add_argument("--audio-only", action="store_true", help="only the audio figures")
+    p.add_argument("--audio-bursts", type=int, default=15)
+    p.add_argument("--audio-sessions", default="1,10,25")
+    p.add_argument("--audio-steady-seconds", type=float, default=15.0)
     args = p.parse_args()
+    if args.audio_only:
+        args.browser = False
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
     }
-    if not args.browser_only:
+    if not (args.browser_only or args.audio_only):
         results.update(asyncio.run(core.run(args.joins, args.messages, args.sessions)))
     if args.browser or args.browser_only:
         results["browser_comparison"] = asyncio.run(browser.run(args.steady_seconds, args.sessions))
+    if args.audio or args.audio_only:
+        counts = [int(n) for n in args.audio_sessions.split(",")]
+        results["audio"] = asyncio.run(
+            audio.run(args.audio_bursts, args.audio_steady_seconds, counts)
+        )
     text = json.dumps(results, indent=2)
     print(text)
     out = Path(args.out)

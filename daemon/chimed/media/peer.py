@@ -4,6 +4,11 @@ The client always offers (the Chime media server never does); ICE servers are ex
 TURN servers JOIN_ACK names, or none at all, never aiortc's public STUN default. The audio
 input and output are seams for the devices layer: set_audio_input(track) swaps what is sent,
 set_audio_output(consumer) swaps what consumes the received mix.
+
+Work per session is kept small, since one daemon holds many: the gate track hands the sender
+Opus packets (no encoding of silence; see tracks.py), and while no consumer is set
+(set_audio_output(None)) received RTP is dropped before decoding: statistics, RTCP and NACKs
+go on, but no Opus decoding and no thread hand-off per packet for a mix nobody hears.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import re
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -44,6 +52,58 @@ async def drain(track: MediaStreamTrack) -> None:
             await track.recv()
 
 
+def answered_codec(sdp: str) -> str | None:
+    """The codec (lowercase) of the first audio m-line's first payload type."""
+    lines = sdp.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("m=audio"):
+            continue
+        fields = line.split()
+        if len(fields) < 4:
+            return None
+        for attr in lines[i + 1 :]:
+            if attr.startswith("m="):
+                break
+            m = re.match(rf"a=rtpmap:{re.escape(fields[3])} ([^/]+)/", attr)
+            if m:
+                return m.group(1).lower()
+        return None
+    return None
+
+
+class DecodeGate:
+    """Stands in for an aiortc receiver's decoder queue: while `decoding` is off, encoded
+    frames are dropped instead of queued for the decoder thread; the end-of-stream marker
+    (None) always passes, so the track still ends."""
+
+    def __init__(self, inner: queue.Queue[Any]) -> None:
+        self.inner = inner
+        self.decoding = True
+        self.dropped = 0
+
+    def put(self, item: Any) -> None:
+        if item is None or self.decoding:
+            self.inner.put(item)
+        else:
+            self.dropped += 1
+
+    def get(self) -> Any:
+        return self.inner.get()
+
+
+# aiortc (1.16) keeps the queue in a private attribute; without it decoding simply stays on.
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+
+
+def _gate_decoder(receiver: Any) -> DecodeGate | None:
+    inner = getattr(receiver, _DECODER_QUEUE, None)
+    if not isinstance(inner, queue.Queue):
+        return None
+    gate = DecodeGate(inner)
+    setattr(receiver, _DECODER_QUEUE, gate)
+    return gate
+
+
 class ChimePeer:
     def __init__(
         self,
@@ -62,7 +122,10 @@ class ChimePeer:
         self._gate = GateTrack(audio_input if audio_input is not None else self._silence)
         self._gate.muted = muted
         self._transceiver = self._pc.addTransceiver(self._gate, direction="sendrecv")
-        self._output: AudioConsumer = audio_output or drain
+        # Installed before the receiver starts, so its decoder thread reads through it.
+        self._decode_gate = _gate_decoder(self._transceiver.receiver)
+        self._output: AudioConsumer = drain
+        self._set_output(audio_output)
         self._remote: MediaStreamTrack | None = None
         self._output_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -82,7 +145,14 @@ class ChimePeer:
         await self._pc.setLocalDescription(await self._pc.createOffer())
         return str(self._pc.localDescription.sdp)
 
+    @property
+    def decoding(self) -> bool:
+        """Whether received audio is decoded (false while no consumer is set)."""
+        return self._decode_gate is None or self._decode_gate.decoding
+
     async def apply_answer(self, sdp: str) -> None:
+        # Before the sender starts: it must see packets or frames from its first recv() on.
+        self._gate.opus = answered_codec(sdp) == "opus"
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     def set_audio_input(self, track: MediaStreamTrack | None) -> None:
@@ -90,10 +160,15 @@ class ChimePeer:
         self._gate.source = track if track is not None else self._silence
 
     def set_audio_output(self, consumer: AudioConsumer | None) -> None:
-        """Hand the received audio to this consumer from now on (None: drain it)."""
-        self._output = consumer or drain
+        """Hand the received audio to this consumer from now on (None: drop it undecoded)."""
+        self._set_output(consumer)
         if self._remote is not None:
             self._start_output()
+
+    def _set_output(self, consumer: AudioConsumer | None) -> None:
+        self._output = consumer or drain
+        if self._decode_gate is not None:
+            self._decode_gate.decoding = consumer is not None
 
     def set_muted(self, muted: bool) -> None:
         self._gate.muted = muted
