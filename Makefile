@@ -19,7 +19,7 @@ test: deps
 bench: deps
 	$(BIN)/python -m bench $(ARGS)
 
-# Audio figures (mouth-to-ear, active speaker, 1/10/25-session density): about 3 minutes.
+# `make bench` includes these; the audio figures alone (latency, active speaker, density), ~3 min.
 bench-audio: deps
 	$(BIN)/python -m bench --audio-only --out bench/results/audio.json $(ARGS)
 

@@ -2,7 +2,7 @@
 
 Run: python -m bench [--joins 20] [--messages 1000] [--sessions 10] [--out FILE]
                     [--no-browser | --browser-only] [--steady-seconds 20]
-                    [--audio | --audio-only] [--audio-bursts 15] [--audio-sessions 1,10,25]
+                    [--no-audio | --audio-only] [--audio-bursts 15] [--audio-sessions 1,10,25]
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def main() -> int:
     p.add_argument(
         "--audio",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also the audio figures: latency, active speaker, density (`make bench-audio`)",
+        default=True,
+        help="also the audio figures: latency, active speaker, density (~3 min; default: on)",
     )
     p.add_argument("--audio-only", action="store_true", help="only the audio figures")
     p.add_argument("--audio-bursts", type=int, default=15)
