@@ -264,8 +264,6 @@ class SoundDeviceInput(AudioInput):
         label: str = "",
     ) -> None:
         super().__init__(channels)
-        import sounddevice as sd
-
         self.label = label or str(device)
         self._ring = SampleRing(SAMPLE_RATE * max_buffer_ms // 1000, channels)
         self._grace = grace_ms / 1000
@@ -285,27 +283,9 @@ class SoundDeviceInput(AudioInput):
                 with contextlib.suppress(RuntimeError):  # loop already closed
                     loop.call_soon_threadsafe(self._data.set)
 
-        def factory() -> Any:
-            stream = sd.InputStream(
-                device=device,
-                samplerate=SAMPLE_RATE,
-                channels=channels,
-                dtype="int16",
-                blocksize=FRAME_SAMPLES,
-                latency="low",  # "high" lets ALSA's pulse plugin buffer for seconds
-                callback=callback,
-            )
-            try:
-                stream.start()
-            except BaseException:
-                stream.close()
-                raise
-            return stream
-
-        try:
-            self._stream: Any = portaudio.open_stream(factory, env)
-        except sd.PortAudioError as exc:
-            raise ValueError(f"cannot open audio input {self.label}: {exc}") from exc
+        self._stream: Any = portaudio.open_started(
+            "input", device, channels, callback, env, self.label
+        )
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":

@@ -21,7 +21,6 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from chimed.devices import portaudio
 from chimed.devices.pcm import (
-    FRAME_SAMPLES,
     MAX_FEED_RATE,
     MIN_FEED_RATE,
     SAMPLE_RATE,
@@ -207,8 +206,6 @@ class SoundDeviceOutput(AudioOutput):
         label: str = "",
     ) -> None:
         super().__init__(SAMPLE_RATE, channels)
-        import sounddevice as sd
-
         if not 0 <= prefill_ms < max_buffer_ms:
             raise ValueError("prefill_ms must be below max_buffer_ms")
         self.label = label or str(device)
@@ -229,27 +226,9 @@ class SoundDeviceOutput(AudioOutput):
                     self.underrun_samples += frames - len(got)
                 self._playing = False
 
-        def factory() -> Any:
-            stream = sd.OutputStream(
-                device=device,
-                samplerate=SAMPLE_RATE,
-                channels=channels,
-                dtype="int16",
-                blocksize=FRAME_SAMPLES,
-                latency="low",  # "high" lets ALSA's pulse plugin buffer for seconds
-                callback=callback,
-            )
-            try:
-                stream.start()
-            except BaseException:
-                stream.close()
-                raise
-            return stream
-
-        try:
-            self._stream: Any = portaudio.open_stream(factory, env)
-        except sd.PortAudioError as exc:
-            raise ValueError(f"cannot open audio output {self.label}: {exc}") from exc
+        self._stream: Any = portaudio.open_started(
+            "output", device, channels, callback, env, self.label
+        )
 
     @property
     def dropped_samples(self) -> int:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from chimed.devices.pcm import FRAME_SAMPLES, SAMPLE_RATE
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,42 @@ def open_stream(factory: Callable[[], T], env: Mapping[str, str] | None = None) 
         stream = factory()
         _open_streams += 1
         return stream
+
+
+def open_started(
+    direction: str,
+    device: int,
+    channels: int,
+    callback: Callable[..., None],
+    env: Mapping[str, str] | None,
+    label: str,
+) -> Any:
+    """Open and start a 48 kHz s16 stream in 20 ms blocks ("input" or "output"), counted as
+    open; a PortAudio failure becomes a ValueError naming the device."""
+    sd = _sd()
+    stream_type = sd.InputStream if direction == "input" else sd.OutputStream
+
+    def factory() -> Any:
+        stream = stream_type(
+            device=device,
+            samplerate=SAMPLE_RATE,
+            channels=channels,
+            dtype="int16",
+            blocksize=FRAME_SAMPLES,
+            latency="low",  # "high" lets ALSA's pulse plugin buffer for seconds
+            callback=callback,
+        )
+        try:
+            stream.start()
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    try:
+        return open_stream(factory, env)
+    except sd.PortAudioError as exc:
+        raise ValueError(f"cannot open audio {direction} {label}: {exc}") from exc
 
 
 def close_stream(stream: Any) -> None:
