@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from chime.client import connect_aio
-from chime.v1 import meeting_pb2, session_pb2, session_pb2_grpc, types_pb2
+from chime.v1 import meeting_pb2, session_pb2, session_pb2_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -183,8 +183,18 @@ async def test_video_answers_unimplemented_clearly(chimed: Any) -> None:
         await chimed.video.StartLocal(video_pb2.StartLocalRequest(session_id=session.session_id))
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "VideoService/StartLocal is not implemented" in (info.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await chimed.video.GetDevices(video_pb2.GetVideoDevicesRequest())
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    view = EventStream(
+        chimed.video.BindView(video_pb2.BindViewRequest(session_id=session.session_id, tile_id=1))
+    )
+    assert await view.ended() == grpc.StatusCode.UNIMPLEMENTED
+    assert view.details and "VideoService/BindView" in view.details
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await chimed.video.StopLocal(video_pb2.StopLocalRequest(session_id="nope"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=session.session_id))
-    assert types_pb2.SESSION_STATUS_CODE_OK  # the enum is importable from the client package
 
 
 def _self_signed(tmp_path: Any) -> tuple[str, str, bytes]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from chime.v1 import audio_pb2, audio_pb2_grpc, video_pb2, video_pb2_grpc
+from chime.v1 import audio_pb2, audio_pb2_grpc, video_pb2_grpc
 
 from chimed.errors import InvalidArgument, Unimplemented
 from chimed.server.errors import Servicer, streaming, unary
@@ -106,65 +106,41 @@ class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
             yield audio_pb2.StreamOutputResponse(pcm=pcm, sequence=sequence)
 
 
+def _video_rpc(rpc: str, streaming_rpc: bool = False) -> Any:
+    """A VideoService RPC that is not implemented yet; unknown sessions are NOT_FOUND all the
+    same, so callers see the same errors they will see once video lands."""
+
+    def refuse(self: VideoService, request: Any) -> Unimplemented:
+        if hasattr(request, "session_id"):
+            self.manager.get(request.session_id)
+        return _not_yet(f"VideoService/{rpc}")
+
+    if streaming_rpc:
+
+        @streaming
+        async def stream(self: VideoService, request: Any, context: Ctx) -> AsyncIterator[Any]:
+            raise refuse(self, request)
+            yield  # makes this an async generator
+
+        return stream
+
+    @unary
+    async def call(self: VideoService, request: Any, context: Ctx) -> Any:
+        raise refuse(self, request)
+
+    return call
+
+
 class VideoService(video_pb2_grpc.VideoServiceServicer, Servicer):
     def __init__(self, manager: SessionManager) -> None:
         self.manager = manager
 
-    def _video(self, session_id: str, rpc: str) -> Unimplemented:
-        self.manager.get(session_id)  # unknown sessions are NOT_FOUND all the same
-        return _not_yet(f"VideoService/{rpc}")
-
-    @unary
-    async def StartLocal(
-        self, request: video_pb2.StartLocalRequest, context: Ctx
-    ) -> video_pb2.StartLocalResponse:
-        raise self._video(request.session_id, "StartLocal")
-
-    @unary
-    async def StopLocal(
-        self, request: video_pb2.StopLocalRequest, context: Ctx
-    ) -> video_pb2.StopLocalResponse:
-        raise self._video(request.session_id, "StopLocal")
-
-    @unary
-    async def StartRemote(
-        self, request: video_pb2.StartRemoteRequest, context: Ctx
-    ) -> video_pb2.StartRemoteResponse:
-        raise self._video(request.session_id, "StartRemote")
-
-    @unary
-    async def StopRemote(
-        self, request: video_pb2.StopRemoteRequest, context: Ctx
-    ) -> video_pb2.StopRemoteResponse:
-        raise self._video(request.session_id, "StopRemote")
-
-    @unary
-    async def GetDevices(
-        self, request: video_pb2.GetVideoDevicesRequest, context: Ctx
-    ) -> video_pb2.GetVideoDevicesResponse:
-        raise _not_yet("VideoService/GetDevices")
-
-    @unary
-    async def GetActiveCamera(
-        self, request: video_pb2.GetActiveCameraRequest, context: Ctx
-    ) -> video_pb2.GetActiveCameraResponse:
-        raise self._video(request.session_id, "GetActiveCamera")
-
-    @unary
-    async def SwitchCamera(
-        self, request: video_pb2.SwitchCameraRequest, context: Ctx
-    ) -> video_pb2.SwitchCameraResponse:
-        raise self._video(request.session_id, "SwitchCamera")
-
-    @streaming
-    async def BindView(
-        self, request: video_pb2.BindViewRequest, context: Ctx
-    ) -> AsyncIterator[video_pb2.BindViewResponse]:
-        raise self._video(request.session_id, "BindView")
-        yield video_pb2.BindViewResponse()  # makes this an async generator
-
-    @unary
-    async def UnbindView(
-        self, request: video_pb2.UnbindViewRequest, context: Ctx
-    ) -> video_pb2.UnbindViewResponse:
-        raise self._video(request.session_id, "UnbindView")
+    StartLocal = _video_rpc("StartLocal")
+    StopLocal = _video_rpc("StopLocal")
+    StartRemote = _video_rpc("StartRemote")
+    StopRemote = _video_rpc("StopRemote")
+    GetDevices = _video_rpc("GetDevices")
+    GetActiveCamera = _video_rpc("GetActiveCamera")
+    SwitchCamera = _video_rpc("SwitchCamera")
+    BindView = _video_rpc("BindView", streaming_rpc=True)
+    UnbindView = _video_rpc("UnbindView")
