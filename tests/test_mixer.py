@@ -469,6 +469,8 @@ async def test_audio_metadata_follows_the_speakers_volume(chime: Service) -> Non
         b.mic.freq = 660.0  # B keeps the frames coming while A goes quiet
         a.mic.freq = None
         gone = await metadata_naming(b.sig, a.stream_id, lambda s: s.volume > 20)
+        if gone.volume < 42:  # a window straddling the change (the path adds little delay)
+            gone = await metadata_naming(b.sig, a.stream_id, lambda s: True)
         assert gone.volume >= 42  # the client reads it as 0
         # From then on A is left out: the next frames name B only.
         for _ in range(3):

@@ -35,6 +35,8 @@ from chimed.devices.pcm import (
     to_frame,
 )
 
+MAX_LAG_S = 0.2  # a consumer this late restarts its schedule instead of bursting
+
 
 class AudioInput(MediaStreamTrack):  # type: ignore[misc]
     """Base of the input tracks: pacing and framing; subclasses supply 960 samples a call."""
@@ -189,18 +191,32 @@ class PcmFeedInput(AudioInput):
     """A microphone fed by the API caller: `feed(pcm, sample_rate, channels)` with s16le
     interleaved chunks at any rate in 8000-192000 Hz, 1 or 2 channels, resampled on arrival.
 
-    The buffer holds at most `max_buffer_ms`; feeding faster than real time drops the oldest
-    audio (`dropped_samples`). When starved the track sends silence (`starved_frames`); a
-    partial frame goes out padded once the feeder has paused for a frame."""
+    The feeder's chunks set the pace: a whole frame goes out as soon as it is buffered (at most
+    one frame ahead of a real-time schedule, which restarts from the feeder whenever its audio
+    comes late), so a feeder pacing itself adds no delay here. When a frame is `grace_ms`
+    overdue the track sends silence (`starved_frames`), or a partial frame padded once the
+    feeder has paused for a frame. The buffer holds at most `max_buffer_ms`, dropping the oldest
+    audio (`dropped_samples`); audio that stays buffered for a whole `TRIM_FRAMES` window (a
+    feeder running ahead, e.g. a clock faster than ours) is dropped too (`trimmed_samples`),
+    so the delay does not creep up during a long feed."""
 
-    def __init__(self, channels: int = 1, max_buffer_ms: int = 1000) -> None:
+    TRIM_FRAMES = 50  # 1 s
+
+    def __init__(self, channels: int = 1, max_buffer_ms: int = 1000, grace_ms: int = 20) -> None:
         super().__init__(channels)
         if max_buffer_ms < 20:
             raise ValueError("max_buffer_ms must be at least 20")
         self._ring = SampleRing(SAMPLE_RATE * max_buffer_ms // 1000, channels)
         self._resampler = Resampler(SAMPLE_RATE, channels)
         self._fed_since_frame = False
+        self._data = asyncio.Event()
+        self._grace = grace_ms / 1000
+        self._origin: float | None = None
+        self._sent = 0  # frames since _origin
+        self._low = -1  # fewest samples left buffered after a frame, this trim window
+        self._window = 0
         self.starved_frames = 0
+        self.trimmed_samples = 0
 
     @property
     def dropped_samples(self) -> int:
@@ -235,6 +251,35 @@ class PcmFeedInput(AudioInput):
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16).reshape(-1, channels)
         self._ring.write(self._resampler.convert(samples, sample_rate))
         self._fed_since_frame = True
+        if len(self._ring) >= FRAME_SAMPLES:
+            self._data.set()
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        period = FRAME_SAMPLES / SAMPLE_RATE
+        now = time.monotonic()
+        if self._origin is None or now - (self._origin + self._sent * period) > MAX_LAG_S:
+            self._origin, self._sent = now, 0  # first frame, or a stalled consumer
+        due = self._origin + self._sent * period
+        while self.readyState == "live":
+            now = time.monotonic()
+            whole = len(self._ring) >= FRAME_SAMPLES
+            if (whole and now >= due - period) or now >= due + self._grace:
+                break
+            self._data.clear()
+            wake = due - period if whole else due + self._grace
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._data.wait(), max(0.0, wake - now))
+        if self.readyState != "live":  # stopped while waiting
+            raise MediaStreamError
+        whole = len(self._ring) >= FRAME_SAMPLES
+        if whole and now > due:  # the feeder's audio came late: follow its clock from here
+            self._origin = now - self._sent * period
+        self._sent += 1
+        frame = to_frame(self._next_samples(), self._pts)
+        self._pts += FRAME_SAMPLES
+        return frame
 
     def _next_samples(self) -> Samples:
         fed, self._fed_since_frame = self._fed_since_frame, False
@@ -243,9 +288,29 @@ class PcmFeedInput(AudioInput):
             out = self._ring.read(FRAME_SAMPLES)
             if len(out) < FRAME_SAMPLES:
                 out = np.concatenate([out, silence(FRAME_SAMPLES - len(out), self.channels)])
-            return out
-        self.starved_frames += 1
-        return silence(FRAME_SAMPLES, self.channels)
+        else:
+            self.starved_frames += 1
+            out = silence(FRAME_SAMPLES, self.channels)
+        self._trim()
+        return out
+
+    def _trim(self) -> None:
+        """Drop whole frames that stayed buffered through a whole window: they are delay, not
+        jitter the buffer needed to absorb."""
+        left = len(self._ring)
+        self._low = left if self._low < 0 else min(self._low, left)
+        self._window += 1
+        if self._window < self.TRIM_FRAMES:
+            return
+        standing = self._low - self._low % FRAME_SAMPLES
+        if standing > 0:
+            self._ring.read(standing)
+            self.trimmed_samples += standing
+        self._low, self._window = -1, 0
+
+    def stop(self) -> None:
+        super().stop()
+        self._data.set()  # wake a pending recv() so it ends
 
 
 class SoundDeviceInput(AudioInput):

@@ -34,6 +34,7 @@ from chimed.embedded.audio_levels import MetadataTracker
 from chimed.embedded.mixer import AudioMixer
 from chimed.embedded.opus_out import OPUS_SILENCE, OpusStream, SharedOpus, first_audio_codec
 from chimed.embedded.opus_out import packet as opus_packet
+from chimed.media import jitter
 from chimed.media.ice import rtc_configuration
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
         # Set once Opus is negotiated: recv() then hands the sender packets (see opus_out).
         self.opus: SharedOpus | None = None
         self._own: OpusStream | None = None
+        self._last = "silence"  # which encoder made the last packet (see OpusStream)
 
     async def recv(self) -> AudioFrame | av.Packet[Any]:
         if self.readyState != "live":
@@ -119,13 +121,17 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
                 await asyncio.sleep(delay)
         pcm = self._mixer.pull(self._listener, SAMPLES_PER_FRAME)
         if self.opus is not None:
+            last = self._last
             if pcm is None:
+                self._last = "silence"
                 return opus_packet(OPUS_SILENCE, self._pts)
             if self._mixer.is_shared(pcm):
-                return opus_packet(self.opus.encode(pcm), self._pts)
+                self._last = "shared"
+                return opus_packet(self.opus.encode(pcm, last == "silence"), self._pts)
             if self._own is None:
                 self._own = OpusStream()
-            return opus_packet(self._own.encode(pcm), self._pts)
+            self._last = "own"  # its encoder's state is stale unless it made the last packet
+            return opus_packet(self._own.encode(pcm, last != "own"), self._pts)
         frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES_PER_FRAME)
         frame.planes[0].update(pcm if pcm is not None else bytes(SAMPLES_PER_FRAME * 2))
         frame.pts = self._pts
@@ -149,6 +155,7 @@ class _Peer:
     outgoing: ListenerTrack | None = None
     consumers: list[asyncio.Task[None]] = field(default_factory=list)
     heard: bool = False
+    shallow: set[Any] = field(default_factory=set)  # audio transceivers given our buffer
 
 
 def offer_audio_ssrcs(sdp: str) -> list[int]:
@@ -173,8 +180,10 @@ class MediaServer:
         configuration: Callable[[], RTCConfiguration] = rtc_configuration,
         mixer_factory: Callable[[str], Mixer] = lambda _meeting_id: AudioMixer(),
         metadata_interval: float = METADATA_INTERVAL,
+        jitter_depth: int | None = jitter.LOOPBACK_DEPTH,
     ) -> None:
         self._configuration = configuration
+        self.jitter_depth = jitter_depth  # packets; None: aiortc's own receive buffer
         self.mixer_factory = mixer_factory
         self.metadata_interval = metadata_interval
         self.on_audio_metadata: MetadataSink | None = None
@@ -237,6 +246,9 @@ class MediaServer:
                 if transceiver.sender.track is None:
                     transceiver.sender.replaceTrack(peer.outgoing)
                 transceiver.direction = "sendrecv"
+                if transceiver not in peer.shallow:  # before its first packet, once
+                    peer.shallow.add(transceiver)
+                    jitter.install(transceiver.receiver, self.jitter_depth)
             elif transceiver.sender.track is None:
                 transceiver.direction = "inactive"
 

@@ -26,8 +26,9 @@ from chimed.embedded.audio_levels import LevelMeter
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
-PRIME_FRAMES = 2  # a speaker plays once this much is buffered (again after an underrun)
+PRIME_FRAMES = 1  # a speaker plays once this much is buffered (again after an underrun)
 MAX_FRAMES = 5  # beyond this the oldest audio is dropped: latency stays bounded
+TRIM_TICKS = 50  # audio buffered through this many ticks (1 s) in a row is dropped as delay
 HISTORY_TICKS = 8  # how far a listener may lag the newest tick before it skips ahead
 # A chunk below this RMS (about -80 dBFS) is stored as silence: decoders' near-zero noise
 # must not keep listeners encoding.
@@ -89,6 +90,9 @@ class JitterBuffer:
         self.buffered = 0
         self.playing = False
         self.dropped = 0  # samples dropped at the bound
+        self.trimmed = 0  # samples dropped as standing delay
+        self._low = -1  # fewest samples left after a take, this trim window
+        self._window = 0
 
     def put(self, chunk: Pcm | int) -> None:
         n = chunk if isinstance(chunk, int) else len(chunk)
@@ -96,8 +100,11 @@ class JitterBuffer:
             return
         self.chunks.append(chunk)
         self.buffered += n
-        excess = self.buffered - self.limit
-        while excess > 0:  # drop the oldest: never block, never grow
+        self.dropped += self._drop_oldest(self.buffered - self.limit)  # never block or grow
+
+    def _drop_oldest(self, excess: int) -> int:
+        dropped = 0
+        while excess > 0:
             head = self.chunks[0]
             size = head if isinstance(head, int) else len(head)
             if size <= excess:
@@ -107,8 +114,9 @@ class JitterBuffer:
                 self.chunks[0] = head - excess if isinstance(head, int) else head[excess:]
                 cut = excess
             self.buffered -= cut
-            self.dropped += cut
+            dropped += cut
             excess -= cut
+        return dropped
 
     def take(self, n: int) -> Pcm | None:
         """The next `n` samples, or None when silent, unprimed or run dry."""
@@ -116,6 +124,20 @@ class JitterBuffer:
             if self.buffered < self.prime:
                 return None
             self.playing = True
+        out = self._take(n)
+        self._trim(n)
+        return out
+
+    def _trim(self, n: int) -> None:
+        """Drop whole ticks of audio that stayed buffered through a whole TRIM_TICKS window:
+        delay left over from a burst of arrivals, not jitter the buffer needs to absorb."""
+        self._low = self.buffered if self._low < 0 else min(self._low, self.buffered)
+        self._window += 1
+        if self._window >= TRIM_TICKS:
+            self.trimmed += self._drop_oldest(self._low - self._low % n)
+            self._low, self._window = -1, 0
+
+    def _take(self, n: int) -> Pcm | None:
         pieces: list[Pcm | int] = []
         need = n
         while need > 0 and self.chunks:
@@ -154,6 +176,7 @@ class JitterBuffer:
         self.chunks.clear()
         self.buffered = 0
         self.playing = False
+        self._low, self._window = -1, 0
 
 
 @dataclass(eq=False)

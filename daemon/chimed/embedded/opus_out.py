@@ -47,9 +47,19 @@ def first_audio_codec(sdp: str) -> str | None:
 
 
 class OpusStream:
-    """One libopus encoder: 20 ms of mono s16 48 kHz in, one Opus packet payload out."""
+    """One libopus encoder: 20 ms of mono s16 48 kHz in, one Opus packet payload out.
+
+    Silence goes out as OPUS_SILENCE without this encoder, so after silence its state is
+    still that of the last speech while the receiver's decoder has heard silence: the next
+    packets would decode ramped down for a frame or two (20-40 ms of onset lost). `encode(pcm,
+    after_silence=True)` starts from a fresh encoder that has just encoded silence instead."""
 
     def __init__(self) -> None:
+        self._codec = self._fresh()
+        self._pts = 0
+
+    @staticmethod
+    def _fresh() -> Any:
         codec = av.CodecContext.create("libopus", "w")
         codec.format = "s16"
         codec.layout = "mono"
@@ -57,10 +67,9 @@ class OpusStream:
         codec.bit_rate = BIT_RATE
         codec.time_base = TIME_BASE
         codec.options = {"application": "voip"}
-        self._codec = codec
-        self._pts = 0
+        return codec
 
-    def encode(self, pcm: bytes) -> bytes:
+    def _encode(self, pcm: bytes) -> list[av.Packet[Any]]:
         samples = len(pcm) // 2
         frame = AudioFrame(format="s16", layout="mono", samples=samples)
         frame.planes[0].update(pcm)
@@ -68,7 +77,13 @@ class OpusStream:
         frame.time_base = TIME_BASE
         frame.pts = self._pts
         self._pts += samples
-        packets = self._codec.encode(frame)
+        return list(self._codec.encode(frame))
+
+    def encode(self, pcm: bytes, after_silence: bool = False) -> bytes:
+        if after_silence:
+            self._codec, self._pts = self._fresh(), 0
+            self._encode(bytes(len(pcm)))  # what the decoder heard last; the packet is not sent
+        packets = self._encode(pcm)
         return b"".join(bytes(p) for p in packets) if packets else OPUS_SILENCE
 
 
@@ -83,13 +98,15 @@ class SharedOpus:
         self._stream: OpusStream | None = None
         self._recent: deque[tuple[bytes, bytes]] = deque(maxlen=keep)
 
-    def encode(self, pcm: bytes) -> bytes:
+    def encode(self, pcm: bytes, after_silence: bool = False) -> bytes:
+        """`after_silence`: the tick before this one was silent (see OpusStream); only the
+        first listener to reach a tick encodes it, and it read the tick before."""
         for seen, payload in self._recent:
             if seen is pcm:
                 return payload
         if self._stream is None:
             self._stream = OpusStream()
-        payload = self._stream.encode(pcm)
+        payload = self._stream.encode(pcm, after_silence)
         self._recent.append((pcm, payload))
         return payload
 

@@ -24,6 +24,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from chimed.media import jitter
 from chimed.media.ice import rtc_configuration
 from chimed.media.tracks import GateTrack, SilenceTrack
 
@@ -115,6 +116,7 @@ class ChimePeer:
         audio_input: MediaStreamTrack | None = None,
         audio_output: AudioConsumer | None = None,
         muted: bool = False,
+        jitter_depth: int | None = None,
     ) -> None:
         self._pc = RTCPeerConnection(rtc_configuration(turn_uris, username, password))
         self._on_state = on_state
@@ -124,6 +126,9 @@ class ChimePeer:
         self._transceiver = self._pc.addTransceiver(self._gate, direction="sendrecv")
         # Installed before the receiver starts, so its decoder thread reads through it.
         self._decode_gate = _gate_decoder(self._transceiver.receiver)
+        # Shallow receive buffering where the network allows it (see chimed.media.jitter).
+        depth = jitter_depth if jitter_depth is not None else jitter.default_depth()
+        jitter.install(self._transceiver.receiver, depth)
         self._output: AudioConsumer = drain
         self._set_output(audio_output)
         self._remote: MediaStreamTrack | None = None

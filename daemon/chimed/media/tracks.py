@@ -42,6 +42,13 @@ class OpusMonoEncoder:
     """20 ms mono Opus packets from audio frames of any s16/flt layout and rate."""
 
     def __init__(self) -> None:
+        self._codec: Any = None
+        self._resampler: Any = None
+        self._pts = 0
+        self.restart()
+
+    @staticmethod
+    def _fresh() -> Any:
         codec = av.CodecContext.create("libopus", "w")
         codec.format = "s16"
         codec.layout = "mono"
@@ -49,9 +56,17 @@ class OpusMonoEncoder:
         codec.bit_rate = OPUS_BIT_RATE
         codec.time_base = TIME_BASE
         codec.options = {"application": "voip"}
-        self._codec = codec
-        self._resampler: Any = None
-        self._pts = 0
+        return codec
+
+    def restart(self) -> None:
+        """Start over from silence: after OPUS_SILENCE packets the receiver's decoder has heard
+        silence, but this encoder's state is still that of the last speech, and its next
+        packets would decode ramped down for a frame or two (20-40 ms of onset lost)."""
+        self._codec = self._fresh()
+        zero = silent_frame(SAMPLES, SAMPLE_RATE, "mono")
+        zero.pts, zero.time_base = 0, TIME_BASE
+        self._codec.encode(zero)  # the packet is not sent: the decoder had OPUS_SILENCE
+        self._pts = SAMPLES
 
     def encode(self, frame: AudioFrame) -> list[bytes]:
         """Payloads of the packets this frame completes (none while the resampler buffers)."""
@@ -134,6 +149,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
         self.opus = False
         self._encoder: OpusMonoEncoder | None = None
         self._pending: deque[bytes] = deque()
+        self._silent = False  # the last packet queued was OPUS_SILENCE
         self._pts = 0
 
     async def recv(self) -> AudioFrame | av.Packet[Any]:
@@ -162,9 +178,13 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
             standard = frame.sample_rate == SAMPLE_RATE and frame.samples == SAMPLES
             if standard and (self.muted or is_digital_silence(frame)):
                 self._pending.append(OPUS_SILENCE)
+                self._silent = True
                 continue
             if self._encoder is None:
                 self._encoder = OpusMonoEncoder()
+            elif self._silent:
+                self._encoder.restart()
+            self._silent = False
             if self.muted:  # a frame of another shape: encode silence of the same timing
                 muted = silent_frame(frame.samples, frame.sample_rate, frame.layout.name)
                 muted.pts, muted.time_base = frame.pts, frame.time_base

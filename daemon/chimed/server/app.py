@@ -29,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from chimed.errors import InvalidArgument
+from chimed.media import jitter
 from chimed.media.ice import pin_host_addresses
 from chimed.media.peer import drain_closing
 from chimed.meetings.client import MeetingsClient
@@ -127,8 +128,11 @@ class Daemon:
         if cp == "aws":
             if self.config.ice_host_addresses is not None:
                 pin_host_addresses(self.config.ice_host_addresses)
+            jitter.set_default_depth(None)  # real networks: aiortc's receive buffering
             return MeetingsClient(None, self.config.region)
         pin_host_addresses(self.config.ice_host_addresses or ["127.0.0.1"])
+        # An embedded service is reached on loopback: receive buffering would only add delay.
+        jitter.set_default_depth(jitter.LOOPBACK_DEPTH)
         if cp == "embedded":
             from chimed.embedded.service import EmbeddedChime  # not needed with AWS or a URL
 

@@ -1,0 +1,95 @@
+"""Receive jitter buffer depth for aiortc audio receivers.
+
+aiortc's audio receiver holds every packet until four newer ones have arrived (80 ms at 20 ms
+packets) and never shrinks back after a loss. That smoothing suits real networks, so it stays
+the default; on loopback (the embedded service's own receivers, and sessions against it) it is
+only delay. `ShallowJitterBuffer` passes a packet that arrives in sequence straight on (an Opus
+packet is a whole frame) and waits for a missing one only while at most `depth` later packets
+are held, so at most `depth` packets of delay are ever added.
+
+aiortc (1.16) keeps the buffer in a private attribute; `install` swaps it right after the
+transceiver is created, before any packet arrives, and leaves the receiver alone when the
+attribute is missing (aiortc's own buffer then stays).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtp import RtpPacket
+
+LOOPBACK_DEPTH = 1  # packets held waiting for a missing one; in-sequence packets never wait
+MAX_MISORDER = 100  # a jump of more than this many sequence numbers restarts the stream
+
+_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_KIND = "_RTCRtpReceiver__kind"
+_default_depth: int | None = None  # None: aiortc's own buffer
+
+
+def set_default_depth(depth: int | None) -> None:
+    """The depth ChimePeer gives its receiver in this process (None: aiortc's buffer)."""
+    if depth is not None and depth < 0:
+        raise ValueError("jitter buffer depth must be at least 0")
+    global _default_depth
+    _default_depth = depth
+
+
+def default_depth() -> int | None:
+    return _default_depth
+
+
+def _ahead(seq: int, base: int) -> int:
+    """How far `seq` is past `base`, in -32768..32767 (sequence numbers wrap at 2**16)."""
+    return (seq - base + 0x8000) % 0x10000 - 0x8000
+
+
+class ShallowJitterBuffer:
+    """Drop-in for aiortc's audio JitterBuffer (`add(packet) -> (pli, frame | None)`).
+
+    Packets behind the one due next (late or duplicate) are dropped; a gap is skipped once more
+    than `depth` packets wait behind it. Each add releases at most one frame, as aiortc's does,
+    so the backlog after a late packet is bounded by `depth` too."""
+
+    def __init__(self, depth: int) -> None:
+        if depth < 0:
+            raise ValueError("jitter buffer depth must be at least 0")
+        self.depth = depth
+        self.skipped = 0  # sequence numbers given up on
+        self._next: int | None = None
+        self._held: dict[int, RtpPacket] = {}
+
+    @property
+    def capacity(self) -> int:
+        return self.depth + 1
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._next is None or abs(_ahead(seq, self._next)) > MAX_MISORDER:
+            self._next = seq  # first packet, or the sender restarted its sequence
+            self._held.clear()
+        elif _ahead(seq, self._next) < 0:
+            return False, None
+        self._held[seq] = packet
+        if self._next not in self._held and len(self._held) > self.depth:
+            base = self._next
+            first = min(self._held, key=lambda s: _ahead(s, base))
+            self.skipped += _ahead(first, base)
+            self._next = first
+        due = self._held.pop(self._next, None)
+        if due is None:
+            return False, None
+        self._next = (self._next + 1) % 0x10000
+        data: bytes = getattr(due, "_data", due.payload)  # depayloaded by the receiver
+        return False, JitterFrame(data=data, timestamp=due.timestamp)
+
+
+def install(receiver: Any, depth: int | None) -> bool:
+    """Give an audio receiver a ShallowJitterBuffer of `depth` packets (None: leave aiortc's
+    buffer). True if swapped."""
+    if depth is None or not hasattr(receiver, _ATTR):
+        return False
+    if getattr(receiver, _KIND, "audio") != "audio":
+        return False
+    setattr(receiver, _ATTR, ShallowJitterBuffer(depth))
+    return True
