@@ -1,11 +1,11 @@
 """Receive jitter buffer depth for aiortc audio receivers.
 
 aiortc's audio receiver holds every packet until four newer ones have arrived (80 ms at 20 ms
-packets) and never shrinks back after a loss. That smoothing suits real networks, so it stays
-the default; on loopback (the embedded service's own receivers, and sessions against it) it is
-only delay. `ShallowJitterBuffer` passes a packet that arrives in sequence straight on (an Opus
-packet is a whole frame) and waits for a missing one only while at most `depth` later packets
-are held, so at most `depth` packets of delay are ever added.
+packets; more after a lost packet, up to its 16-packet capacity). That suits real networks, so
+it stays the default; on loopback (the embedded service's own receivers, and sessions against
+it) it is only delay. `ShallowJitterBuffer` passes a packet that arrives in sequence straight
+on (an Opus packet is a whole frame) and waits for a missing one only while at most `depth`
+later packets are held, so at most `depth` packets of delay are ever added.
 
 aiortc (1.16) keeps the buffer in a private attribute; `install` swaps it right after the
 transceiver is created, before any packet arrives, and leaves the receiver alone when the
