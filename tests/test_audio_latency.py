@@ -20,9 +20,10 @@ from aiortc.rtp import RtpPacket
 from av import AudioFrame
 from chimed.devices.audio_inputs import PcmFeedInput
 from chimed.embedded.mixer import TRIM_TICKS, JitterBuffer
-from chimed.embedded.opus_out import OPUS_SILENCE, OpusStream
+from chimed.embedded.opus_out import OpusStream
 from chimed.media import jitter
 from chimed.media.ice import rtc_configuration
+from chimed.media.opus import OPUS_SILENCE
 from chimed.media.tracks import GateTrack
 
 N = 960

@@ -15,8 +15,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 from chimed.media.ice import pin_host_addresses, rtc_configuration
-from chimed.media.peer import ChimePeer, answered_codec
-from chimed.media.tracks import OPUS_SILENCE, GateTrack
+from chimed.media.opus import OPUS_SILENCE, first_audio_codec
+from chimed.media.peer import ChimePeer
+from chimed.media.tracks import GateTrack
 
 
 class _Source(MediaStreamTrack):  # type: ignore[misc]
@@ -119,7 +120,7 @@ async def test_peer_without_consumer_drops_the_mix_undecoded_and_decodes_once_as
         remote.getTransceivers()[0].direction = "sendrecv"
         await remote.setLocalDescription(await remote.createAnswer())
         answer = remote.localDescription.sdp
-        assert answered_codec(answer) == "opus"
+        assert first_audio_codec(answer) == "opus"
         await peer.apply_answer(answer)
         assert not peer.decoding
         gate = peer._decode_gate

@@ -34,9 +34,10 @@ from chimed.embedded.mixer import (
     frame_to_mono,
     saturate,
 )
-from chimed.embedded.opus_out import OPUS_SILENCE, SharedOpus, first_audio_codec
+from chimed.embedded.opus_out import SharedOpus
 from chimed.embedded.registry import Meeting
 from chimed.media.ice import rtc_configuration
+from chimed.media.opus import OPUS_SILENCE, first_audio_codec
 
 from tests.test_signaling_server import TIMEOUT, Client, Service, frame, subscribe, wait_for_info
 

@@ -32,10 +32,11 @@ from chime.signaling import signaling_pb2 as pb
 
 from chimed.embedded.audio_levels import MetadataTracker
 from chimed.embedded.mixer import AudioMixer
-from chimed.embedded.opus_out import OPUS_SILENCE, OpusStream, SharedOpus, first_audio_codec
-from chimed.embedded.opus_out import packet as opus_packet
+from chimed.embedded.opus_out import OpusStream, SharedOpus
 from chimed.media import jitter
 from chimed.media.ice import rtc_configuration
+from chimed.media.opus import OPUS_SILENCE, first_audio_codec
+from chimed.media.opus import packet as opus_packet
 
 log = logging.getLogger(__name__)
 

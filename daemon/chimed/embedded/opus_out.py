@@ -11,39 +11,13 @@ between the three keeps the RTP clock continuous.
 
 from __future__ import annotations
 
-import fractions
-import re
 from collections import deque
 from typing import Any
 
 import av
 from av import AudioFrame
 
-SAMPLE_RATE = 48000
-TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
-BIT_RATE = 48000  # mono speech
-# TOC 0xF8: CELT-only fullband 20 ms, mono, one frame; 0xFF 0xFE codes digital silence.
-OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])
-
-
-def first_audio_codec(sdp: str) -> str | None:
-    """The codec name (lowercase) a sender uses on the first audio m-line: its first payload."""
-    lines = sdp.splitlines()
-    for i, line in enumerate(lines):
-        if not line.startswith("m=audio"):
-            continue
-        fields = line.split()
-        if len(fields) < 4:
-            return None
-        payload = fields[3]
-        for attr in lines[i + 1 :]:
-            if attr.startswith("m="):
-                break
-            m = re.match(rf"a=rtpmap:{payload} ([^/]+)/", attr)
-            if m:
-                return m.group(1).lower()
-        return None
-    return None
+from chimed.media.opus import OPUS_SILENCE, SAMPLE_RATE, TIME_BASE, new_encoder
 
 
 class OpusStream:
@@ -55,19 +29,8 @@ class OpusStream:
     after_silence=True)` starts from a fresh encoder that has just encoded silence instead."""
 
     def __init__(self) -> None:
-        self._codec = self._fresh()
+        self._codec = new_encoder()
         self._pts = 0
-
-    @staticmethod
-    def _fresh() -> Any:
-        codec = av.CodecContext.create("libopus", "w")
-        codec.format = "s16"
-        codec.layout = "mono"
-        codec.sample_rate = SAMPLE_RATE
-        codec.bit_rate = BIT_RATE
-        codec.time_base = TIME_BASE
-        codec.options = {"application": "voip"}
-        return codec
 
     def _encode(self, pcm: bytes) -> list[av.Packet[Any]]:
         samples = len(pcm) // 2
@@ -81,7 +44,7 @@ class OpusStream:
 
     def encode(self, pcm: bytes, after_silence: bool = False) -> bytes:
         if after_silence:
-            self._codec, self._pts = self._fresh(), 0
+            self._codec, self._pts = new_encoder(), 0
             self._encode(bytes(len(pcm)))  # what the decoder heard last; the packet is not sent
         packets = self._encode(pcm)
         return b"".join(bytes(p) for p in packets) if packets else OPUS_SILENCE
@@ -109,10 +72,3 @@ class SharedOpus:
         payload = self._stream.encode(pcm, after_silence)
         self._recent.append((pcm, payload))
         return payload
-
-
-def packet(payload: bytes, pts: int) -> av.Packet[Any]:
-    out = av.Packet(payload)
-    out.pts = pts
-    out.time_base = TIME_BASE
-    return out

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from chimed.media import jitter
 from chimed.media.ice import rtc_configuration
+from chimed.media.opus import first_audio_codec
 from chimed.media.tracks import GateTrack, SilenceTrack
 
 log = logging.getLogger(__name__)
@@ -51,25 +51,6 @@ async def drain(track: MediaStreamTrack) -> None:
     with contextlib.suppress(MediaStreamError):
         while True:
             await track.recv()
-
-
-def answered_codec(sdp: str) -> str | None:
-    """The codec (lowercase) of the first audio m-line's first payload type."""
-    lines = sdp.splitlines()
-    for i, line in enumerate(lines):
-        if not line.startswith("m=audio"):
-            continue
-        fields = line.split()
-        if len(fields) < 4:
-            return None
-        for attr in lines[i + 1 :]:
-            if attr.startswith("m="):
-                break
-            m = re.match(rf"a=rtpmap:{re.escape(fields[3])} ([^/]+)/", attr)
-            if m:
-                return m.group(1).lower()
-        return None
-    return None
 
 
 class DecodeGate:
@@ -157,7 +138,7 @@ class ChimePeer:
 
     async def apply_answer(self, sdp: str) -> None:
         # Before the sender starts: it must see packets or frames from its first recv() on.
-        self._gate.opus = answered_codec(sdp) == "opus"
+        self._gate.opus = first_audio_codec(sdp) == "opus"
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     def set_audio_input(self, track: MediaStreamTrack | None) -> None:

@@ -21,13 +21,11 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-SAMPLE_RATE = 48000
+from chimed.media.opus import OPUS_SILENCE, SAMPLE_RATE, TIME_BASE, new_encoder
+from chimed.media.opus import packet as opus_packet
+
 PTIME_S = 0.020
 SAMPLES = int(SAMPLE_RATE * PTIME_S)
-TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
-OPUS_BIT_RATE = 48000  # mono speech
-# TOC 0xF8: CELT-only fullband 20 ms, mono, one frame; 0xFF 0xFE codes digital silence.
-OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])
 
 
 def is_digital_silence(frame: AudioFrame) -> bool:
@@ -47,22 +45,11 @@ class OpusMonoEncoder:
         self._pts = 0
         self.restart()
 
-    @staticmethod
-    def _fresh() -> Any:
-        codec = av.CodecContext.create("libopus", "w")
-        codec.format = "s16"
-        codec.layout = "mono"
-        codec.sample_rate = SAMPLE_RATE
-        codec.bit_rate = OPUS_BIT_RATE
-        codec.time_base = TIME_BASE
-        codec.options = {"application": "voip"}
-        return codec
-
     def restart(self) -> None:
         """Start over from silence: after OPUS_SILENCE packets the receiver's decoder has heard
         silence, but this encoder's state is still that of the last speech, and its next
         packets would decode ramped down for a frame or two (20-40 ms of onset lost)."""
-        self._codec = self._fresh()
+        self._codec = new_encoder()
         zero = silent_frame(SAMPLES, SAMPLE_RATE, "mono")
         zero.pts, zero.time_base = 0, TIME_BASE
         self._codec.encode(zero)  # the packet is not sent: the decoder had OPUS_SILENCE
@@ -89,13 +76,6 @@ class OpusMonoEncoder:
             self._pts += f.samples
             out.extend(bytes(p) for p in self._codec.encode(f))
         return out
-
-
-def opus_packet(payload: bytes, pts: int) -> av.Packet[Any]:
-    packet = av.Packet(payload)
-    packet.pts = pts
-    packet.time_base = TIME_BASE
-    return packet
 
 
 def silent_frame(samples: int, sample_rate: int, layout: str = "stereo") -> AudioFrame:
