@@ -44,6 +44,7 @@ from chimed.media.ice import pin_host_addresses, rtc_configuration
 
 from bench.stats import cpu_seconds, percentile, rss_mb
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
+from tests.helpers import wait_observers
 
 S = session_pb2
 A = audio_pb2
@@ -160,16 +161,6 @@ async def _session(
     return s.session
 
 
-async def _wait_observer(chimed: AsyncChimed, sid: str, kind: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        got = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=sid))
-        if getattr(got.session.observers, kind) >= 1:
-            return
-        await asyncio.sleep(0.01)
-    raise RuntimeError(f"{kind} observer never registered")
-
-
 async def _delete(chimed: AsyncChimed, sessions: list[S.Session]) -> None:
     for s in sessions:
         await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
@@ -208,7 +199,7 @@ async def latency(chimed: AsyncChimed, bursts: int) -> dict[str, Any]:
 
     readers = [asyncio.create_task(read_output()), asyncio.create_task(read_speakers())]
     try:
-        await _wait_observer(chimed, b.session_id, "active_speaker")
+        await wait_observers(chimed, b.session_id, "active_speaker")
         await feed.write(A.StreamInputRequest(session_id=a.session_id, format=fmt))
 
         async def step(now: float) -> None:

@@ -29,6 +29,7 @@ from chime.v1 import meeting_pb2, session_pb2, types_pb2
 from bench.stats import percentile
 from tests.browser import Browser, BrowserError, Page, find_chromium
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
+from tests.helpers import wait_observers
 
 S = session_pb2
 TONE = "virtual:tone?frequency=440&level=-20"
@@ -134,20 +135,11 @@ async def _chimed_session(chimed: Any, meeting: Any, user: str) -> str:
     return str(created.session.session_id)
 
 
-async def _wait_observer(chimed: Any, sid: str, kind: str) -> None:
-    for _ in range(800):
-        got = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=sid))
-        if getattr(got.session.observers, kind) >= 1:
-            return
-        await asyncio.sleep(0.025)
-    raise RuntimeError(f"the {kind} observer never registered")
-
-
 async def chimed_join_s(chimed: Any, sid: str) -> float:
     """Start until audio_session_started, on an observer registered beforehand."""
     call = chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
     try:
-        await _wait_observer(chimed, sid, "audio_video")
+        await wait_observers(chimed, sid, "audio_video")
         t0 = time.perf_counter()
         await chimed.sessions.Start(S.StartRequest(session_id=sid))
         async with asyncio.timeout(TIMEOUT):

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.stats import rss_mb, summary
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
+from tests.helpers import wait_observers
 
 S = session_pb2
 
@@ -56,7 +57,7 @@ async def join_latency(chimed: AsyncChimed, joins: int) -> dict[str, float]:
     for i in range(joins):
         sid = await _session(chimed, meeting, f"joiner-{i}")
         call = chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
-        await _wait_observer(chimed, sid)
+        await wait_observers(chimed, sid, "audio_video")
         t0 = time.perf_counter()
         await chimed.sessions.Start(S.StartRequest(session_id=sid))
         async for event in call:
@@ -70,15 +71,6 @@ async def join_latency(chimed: AsyncChimed, joins: int) -> dict[str, float]:
     return summary(times, 50, 95)
 
 
-async def _wait_observer(chimed: AsyncChimed, sid: str, kind: str = "audio_video") -> None:
-    for _ in range(400):
-        got = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=sid))
-        if getattr(got.session.observers, kind) >= 1:
-            return
-        await asyncio.sleep(0.005)
-    raise RuntimeError("observer never registered")
-
-
 async def data_message_latency(chimed: AsyncChimed, count: int) -> dict[str, float]:
     """SendMessage on one session to the event on another session's stream."""
     meeting = await _meeting(chimed, "bench-messages")
@@ -87,7 +79,7 @@ async def data_message_latency(chimed: AsyncChimed, count: int) -> dict[str, flo
     for sid in (a, b):
         await chimed.sessions.Start(S.StartRequest(session_id=sid, wait=True))
     call = chimed.sessions.AddDataMessageObserver(S.AddDataMessageObserverRequest(session_id=a))
-    await _wait_observer(chimed, a, "data_message")
+    await wait_observers(chimed, a, "data_message")
     times: list[float] = []
     message = struct_pb2.Struct()
     for i in range(count):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -41,3 +43,20 @@ async def started_session(
         session_pb2.StartRequest(session_id=session.session_id, wait=True)
     )
     return response.session  # type: ignore[no-any-return]
+
+
+async def wait_observers(
+    chimed: Any, session_id: str, kind: str, count: int = 1, timeout: float = 20.0
+) -> None:
+    """Until the session has `count` observer streams of `kind` (an ObserverCounts field).
+
+    Registering a stream is asynchronous to the caller that opened it and no event says it
+    happened, so this polls the count the API exposes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await chimed.sessions.GetSession(session_pb2.GetSessionRequest(session_id=session_id))
+        if getattr(got.session.observers, kind) == count:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{kind} observers never reached {count}")
+        await asyncio.sleep(0.01)

@@ -6,7 +6,6 @@ microphone heard by chimed)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import uuid
@@ -21,6 +20,7 @@ from google.protobuf import struct_pb2
 
 from tests.browser import Browser, BrowserError, Page
 from tests.daemon_proc import DaemonProcess
+from tests.helpers import wait_observers
 from tests.streams import EventStream, attendee_ids
 
 S = session_pb2
@@ -58,17 +58,6 @@ class Meeting:
 def _names(ids: str) -> Callable[[Any], bool]:
     """A predicate on an AttendeesJoined/Left/Muted... event: it names the attendee `ids`."""
     return lambda event: ids in attendee_ids(event)
-
-
-async def _wait_observer(chimed: Any, sid: str, kind: str) -> None:
-    """Registration of an observer stream is asynchronous to its caller: poll the count the API
-    exposes (there is no event to wait on for it)."""
-    for _ in range(400):
-        got = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=sid))
-        if getattr(got.session.observers, kind) >= 1:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"the {kind} observer never registered")
 
 
 @pytest.fixture
@@ -166,7 +155,7 @@ async def test_data_messages_both_ways(meeting: Meeting) -> None:
         m.chimed.sessions.AddDataMessageObserver(S.AddDataMessageObserverRequest(session_id=sid))
     )
     try:
-        await _wait_observer(m.chimed, sid, "data_message")
+        await wait_observers(m.chimed, sid, "data_message")
         # Browser -> chimed: the SDK's realtimeSendDataMessage with an object sends its JSON.
         await m.page.eval("chimedPage.send({text: 'from the browser', n: 1, ok: true})")
         event = await inbox.expect("data_message_received", timeout=TIMEOUT)

@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
-from tests.helpers import create_meeting, create_session, started_session
+from tests.helpers import create_meeting, create_session, started_session, wait_observers
 from tests.streams import EventStream, attendee_ids
 
 S = session_pb2
@@ -126,11 +126,7 @@ async def test_two_daemons_share_one_embedded_service_and_sigterm_leaves(
                 S.AddDataMessageObserverRequest(session_id=bob.session_id)
             )
         )
-        for _ in range(200):  # the stream registers asynchronously
-            got = await cb.sessions.GetSession(S.GetSessionRequest(session_id=bob.session_id))
-            if got.session.observers.data_message == 1:
-                break
-            await asyncio.sleep(0.025)
+        await wait_observers(cb, bob.session_id, "data_message")
         message = struct_pb2.Struct()
         message.update({"from": "daemon a"})
         await ca.sessions.SendMessage(

@@ -10,7 +10,13 @@ import pytest
 from chime.v1 import audio_pb2, meeting_pb2, session_pb2, types_pb2
 from google.protobuf import struct_pb2
 
-from tests.helpers import create_attendee, create_meeting, create_session, started_session
+from tests.helpers import (
+    create_attendee,
+    create_meeting,
+    create_session,
+    started_session,
+    wait_observers,
+)
 from tests.streams import EventStream, attendee_ids
 
 S = session_pb2
@@ -188,7 +194,7 @@ async def test_start_stop_and_audio_video_events(chimed: Any) -> None:
     av = EventStream(
         chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
     )
-    await _wait_observers(chimed, sid, "audio_video", 1)
+    await wait_observers(chimed, sid, "audio_video", 1)
     await chimed.sessions.Start(S.StartRequest(session_id=sid))
     first = await av.expect("audio_session_started_connecting")
     assert first.session_id == sid and first.sequence == 1 and first.time.seconds > 0
@@ -231,7 +237,7 @@ async def test_data_messages_between_sessions(chimed: Any) -> None:
             S.AddDataMessageObserverRequest(session_id=alice.session_id, topics=["other"])
         )
     )
-    await _wait_observers(chimed, alice.session_id, "data_message", 2)
+    await wait_observers(chimed, alice.session_id, "data_message", 2)
     sent = await chimed.sessions.SendMessage(
         S.SendMessageRequest(session_id=bob.session_id, message=_struct({"text": "hi", "n": 2}))
     )
@@ -297,7 +303,7 @@ async def test_realtime_presence_and_mute(chimed: Any) -> None:
     )
     first = await rt.expect("attendees_joined")  # the current roster first
     assert alice.attendee_id in attendee_ids(first.attendees_joined)
-    await _wait_observers(chimed, alice.session_id, "realtime", 1)
+    await wait_observers(chimed, alice.session_id, "realtime", 1)
     bob = await started_session(chimed, meeting, "bob")
     joined = await rt.expect("attendees_joined", lambda e: bob.attendee_id in attendee_ids(e))
     assert {a.external_user_id for a in joined.attendees_joined.attendees} >= {"bob"}
@@ -361,7 +367,7 @@ async def test_remove_observers_end_streams_cleanly(chimed: Any) -> None:
     for kind, (add, add_req, remove, remove_req) in adders.items():
         # Several observers of one kind at once; one removed by id, the others by kind.
         streams = [EventStream(add(add_req(session_id=sid, observer_id=f"o{i}"))) for i in range(3)]
-        await _wait_observers(chimed, sid, kind, 3)
+        await wait_observers(chimed, sid, kind, 3)
         one = await remove(remove_req(session_id=sid, observer_id="o1"))
         assert one.removed == 1
         assert await streams[1].ended() == grpc.StatusCode.OK
@@ -369,32 +375,20 @@ async def test_remove_observers_end_streams_cleanly(chimed: Any) -> None:
         assert rest.removed == 2
         for stream in streams:
             assert await stream.ended() == grpc.StatusCode.OK
-        await _wait_observers(chimed, sid, kind, 0)
+        await wait_observers(chimed, sid, kind, 0)
     streams = [
         EventStream(chimed.sessions.AddTileObserver(S.AddTileObserverRequest(session_id=sid))),
         EventStream(
             chimed.sessions.AddRealtimeObserver(S.AddRealtimeObserverRequest(session_id=sid))
         ),
     ]
-    await _wait_observers(chimed, sid, "realtime", 1)
-    await _wait_observers(chimed, sid, "tile", 1)
+    await wait_observers(chimed, sid, "realtime", 1)
+    await wait_observers(chimed, sid, "tile", 1)
     removed = await chimed.sessions.RemoveObservers(S.RemoveObserversRequest(session_id=sid))
     assert removed.removed == 2
     for stream in streams:
         assert await stream.ended() == grpc.StatusCode.OK
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
-
-
-async def _wait_observers(chimed: Any, sid: str, kind: str, count: int) -> None:
-    """Observer registration is asynchronous to the client: poll the count the API exposes."""
-    import asyncio
-
-    for _ in range(200):
-        got = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=sid))
-        if getattr(got.session.observers, kind) == count:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"{kind} observers never reached {count}")
 
 
 async def test_wrong_join_token_stops_with_authentication_rejected(chimed: Any) -> None:
@@ -408,7 +402,7 @@ async def test_wrong_join_token_stops_with_authentication_rejected(chimed: Any) 
     av = EventStream(
         chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
     )
-    await _wait_observers(chimed, sid, "audio_video", 1)
+    await wait_observers(chimed, sid, "audio_video", 1)
     await chimed.sessions.Start(S.StartRequest(session_id=sid))
     event = await av.expect("audio_session_stopped")
     status = event.audio_session_stopped.status.code
@@ -494,7 +488,7 @@ async def test_non_json_data_arrives_as_raw_bytes(chimed: Any, daemon: Any) -> N
         placement.turn_control_url,
         meeting.media_region,
     )
-    await _wait_observers(chimed, alice.session_id, "data_message", 1)
+    await wait_observers(chimed, alice.session_id, "data_message", 1)
     sender = ChimeSession(config, ObserverHub("raw"))
     await sender.start()
     try:

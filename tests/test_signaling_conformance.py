@@ -11,12 +11,10 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
-from chimed.embedded.registry import Registry
 from chimed.embedded.sdp_compression import (
     MAX_DICTIONARY_CHARS,
     SdpCodec,
@@ -25,11 +23,10 @@ from chimed.embedded.sdp_compression import (
     decompress_sdp,
 )
 from chimed.embedded.service import EmbeddedChime
-from chimed.embedded.signaling_server import SignalingServer
-from chimed.media.ice import pin_host_addresses, rtc_configuration
+from chimed.media.ice import rtc_configuration
 
 from tests.browser import Browser, Page
-from tests.test_signaling_server import Client, Service, frame, wait_for_info
+from tests.test_signaling_server import Client, Service, frame, serving, wait_for_info
 
 T = pb.SdkSignalFrame.Type
 TIMEOUT = 10.0
@@ -40,20 +37,8 @@ SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + "a=candidate:1 1 u
 
 @pytest.fixture
 async def service() -> AsyncIterator[Service]:
-    pin_host_addresses(["127.0.0.1"])
-    registry = Registry()
-    server = SignalingServer(registry)
-    app = web.Application()
-    server.add_routes(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    async with aiohttp.ClientSession() as http:
-        yield Service(registry, server, f"ws://127.0.0.1:{port}", http)
-        await server.close()
-    await runner.cleanup()
+    async with serving() as svc:
+        yield svc
 
 
 def join_frame(

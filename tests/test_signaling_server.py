@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from chime.signaling import signaling_pb2 as pb
 from chimed.embedded.data_messages import DataMessages, Limits
 from chimed.embedded.registry import Attendee, Meeting, Registry
 from chimed.embedded.room import Room
-from chimed.embedded.signaling_server import SignalingServer, TurnCredentials
+from chimed.embedded.signaling_server import SignalingServer, TurnCredentials, TurnProvider
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 
 T = pb.SdkSignalFrame.Type
@@ -123,14 +124,12 @@ class Client:
         return [f for f in self.pending if f.type == kind]
 
 
-@pytest.fixture
-async def service() -> AsyncIterator[Service]:
+@contextlib.asynccontextmanager
+async def serving(turn_credentials: TurnProvider | None = None) -> AsyncIterator[Service]:
+    """A SignalingServer on its own loopback port, with a client session for the tests."""
     pin_host_addresses(["127.0.0.1"])
     registry = Registry()
-    turn = TurnCredentials("user", "pass", 300, ["turn:127.0.0.1:3478?transport=udp"])
-    server = SignalingServer(
-        registry, turn_credentials=lambda m, a: turn if a == "turn-wanted" else None
-    )
+    server = SignalingServer(registry, turn_credentials=turn_credentials)
     app = web.Application()
     server.add_routes(app)
     runner = web.AppRunner(app)
@@ -138,10 +137,19 @@ async def service() -> AsyncIterator[Service]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    async with aiohttp.ClientSession() as http:
-        yield Service(registry, server, f"ws://127.0.0.1:{port}", http)
-        await server.close()
-    await runner.cleanup()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Service(registry, server, f"ws://127.0.0.1:{port}", http)
+            await server.close()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[Service]:
+    turn = TurnCredentials("user", "pass", 300, ["turn:127.0.0.1:3478?transport=udp"])
+    async with serving(lambda m, a: turn if a == "turn-wanted" else None) as svc:
+        yield svc
 
 
 # --- auth and join -------------------------------------------------------------------------
