@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 from chimed.embedded.turn import Addr, TurnRelay, TurnServer
+from chimed.media import fastpath
 from chimed.media.ice import pin_host_addresses, pinned_host_addresses, rtc_configuration
 
 from tests.browser import Browser
@@ -220,6 +221,36 @@ async def test_aioice_client_relays_to_a_loopback_peer_and_back(
     await asyncio.wait_for(receiver.lost.wait(), TIMEOUT)
     assert await asyncio.wait_for(freed.get(), TIMEOUT) == relayed
     assert relay.allocations == 0 and relay.relay_sockets == 0
+
+
+async def test_inline_channel_sends_stay_in_order_across_binding_and_refresh(
+    relay: TurnRelay, peer: Endpoint
+) -> None:
+    """chimed's TURN send shortcut (chimed.media.fastpath): a burst sent before the channel is
+    bound, then sends across channel refreshes (aioice's path again) all arrive, in order."""
+    fastpath.install()
+    creds = relay.issue_credentials("attendee-order")
+    transport, receiver = await create_turn_endpoint(
+        Receiver,
+        ("127.0.0.1", relay.port),
+        creds.username,
+        creds.password,
+        channel_refresh_time=1,  # seconds: two refreshes in the run below
+    )
+    sent = [f"packet {i}".encode() for i in range(150)]
+    try:
+        for data in sent[:20]:  # before the channel is bound: queued behind the binding
+            transport.sendto(data, peer.addr)
+        for data in sent[20:]:
+            await asyncio.sleep(0.02)
+            transport.sendto(data, peer.addr)
+        got = [(await peer.recv())[0] for _ in sent]
+    finally:
+        transport.close()
+        await asyncio.wait_for(receiver.lost.wait(), TIMEOUT)
+    assert got == sent
+    assert relay.stats.channel_binds >= 2  # the first bind and at least one refresh
+    assert receiver.errors.empty()
 
 
 @pytest.mark.parametrize("case", ["wrong password", "forged username", "expired"])

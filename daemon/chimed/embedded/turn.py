@@ -319,6 +319,7 @@ class Allocation:
 class TurnStats:
     allocations_total: int = 0
     auth_failures: int = 0
+    channel_binds: int = 0  # successful ChannelBind requests, refreshes included
     packets_to_peers: int = 0
     bytes_to_peers: int = 0
     packets_to_clients: int = 0
@@ -619,6 +620,7 @@ class TurnServer:
         allocation.channels[channel] = (peer, now + CHANNEL_LIFETIME)
         allocation.peer_channels[peer] = channel
         allocation.permissions[peer[0]] = now + PERMISSION_LIFETIME
+        self.stats.channel_binds += 1
         return self._success(message, [], key)
 
     def _success(self, message: StunMessage, attrs: Attrs, key: bytes | None) -> bytes:

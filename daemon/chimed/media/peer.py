@@ -23,7 +23,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from chimed.media import jitter
+from chimed.media import fastpath, jitter
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import first_audio_codec
 from chimed.media.tracks import GateTrack, SilenceTrack
@@ -99,6 +99,7 @@ class ChimePeer:
         muted: bool = False,
         jitter_depth: int | None = None,
     ) -> None:
+        fastpath.install()
         self._pc = RTCPeerConnection(rtc_configuration(turn_uris, username, password))
         self._on_state = on_state
         self._silence = SilenceTrack()

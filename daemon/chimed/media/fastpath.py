@@ -1,0 +1,70 @@
+"""Per-packet shortcuts in aioice and aiortc, for the 50 packets a second each session sends
+and receives. Each replaces one library function with an equivalent that does less work, and
+each stands aside (the library's own code runs) where its assumptions do not hold.
+
+- TURN sends: aioice's TurnTransport.sendto schedules a task for every datagram, because a
+  first send to a peer may have to bind a channel and wait for the answer. Once the channel
+  is bound and fresh, and no earlier send is still queued, a send is one ChannelData header
+  and one sendto: that is done inline (no task, loop iteration or callback per packet), and
+  binding, refresh, queued sends and closing stay aioice's.
+- Clocks: aiortc stamps every sent packet twice with NTP time and every received one with
+  NTP milliseconds, each through timezone-aware datetime arithmetic; the same values come
+  straight from time.time().
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+import aiortc.clock
+from aioice.turn import TurnTransport
+
+_CHANNEL_HEADER = struct.Struct("!HH")
+NTP_UNIX_OFFSET_S = 2208988800  # 1900-01-01 to 1970-01-01
+_original_sendto = TurnTransport.sendto
+_installed = False
+
+
+def _sendto(self: Any, data: bytes, addr: tuple[str, int]) -> None:
+    proto = getattr(self, "_TurnTransport__inner_protocol", None)
+    if (
+        proto is not None
+        and not getattr(self, "_TurnTransport__send_tasks", True)  # nothing queued before it
+        and getattr(self, "_TurnTransport__close_task", True) is None
+    ):
+        channel = getattr(proto, "peer_to_channel", {}).get(addr)
+        transport = getattr(proto, "transport", None)
+        if (
+            channel is not None
+            and transport is not None
+            and not transport.is_closing()
+            and time.time() <= proto.channel_refresh_at.get(channel, 0.0)
+        ):
+            proto._send(_CHANNEL_HEADER.pack(channel, len(data)) + data)
+            return
+    _original_sendto(self, data, addr)
+
+
+def current_ntp_time() -> int:
+    """64-bit NTP time now (seconds since 1900 << 32 | fraction), as aiortc.clock's."""
+    now = time.time() + NTP_UNIX_OFFSET_S
+    seconds = int(now)
+    return (seconds << 32) | int((now - seconds) * 4294967296)
+
+
+def current_ms() -> int:
+    """Milliseconds since the NTP epoch, as aiortc.clock's."""
+    return int((time.time() + NTP_UNIX_OFFSET_S) * 1000)
+
+
+def install() -> None:
+    """Process-wide (the libraries call these through their own modules); idempotent."""
+    global _installed
+    if _installed:
+        return
+    TurnTransport.sendto = _sendto  # type: ignore[method-assign]
+    aiortc.clock.current_ntp_time = current_ntp_time
+    aiortc.clock.current_ms = current_ms
+    _installed = True
