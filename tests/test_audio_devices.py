@@ -210,6 +210,46 @@ async def test_tone_input_frames_are_paced_opus_ready() -> None:
     assert abs(peak - 32767 * 0.1) <= 2
 
 
+async def test_tone_chunks_whole_and_fractional_hertz_mono_and_stereo() -> None:
+    """read() gives the same samples as recv(); whole-hertz tones come from a table shared by
+    equal tones, others are computed; read_mono() of a stereo tone is the mono tone."""
+    for hz in (440.0, 440.5):
+        tone = ToneInput(frequency_hz=hz, level_dbfs=-10.0)
+        twin = ToneInput(frequency_hz=hz, level_dbfs=-10.0)
+        stereo = ToneInput(frequency_hz=hz, level_dbfs=-10.0, channels=2)
+        try:
+            chunks = [await tone.read() for _ in range(60)]  # past the table's 1 s wrap
+            frames = [await twin.recv() for _ in range(60)]
+            downmixed = [await stereo.read_mono() for _ in range(3)]
+        finally:
+            for track in (tone, twin, stereo):
+                track.stop()
+        assert all(isinstance(c, bytes) and len(c) == 1920 for c in chunks)
+        assert [bytes(f.planes[0]) for f in frames] == chunks
+        assert downmixed == chunks[:3]
+        samples = np.frombuffer(b"".join(c for c in chunks if c), dtype="<i2")
+        assert abs(peak_frequency(samples, 48000) - hz) < 0.2
+        assert abs(int(np.abs(samples).max()) - round(32767 * 10 ** (-10 / 20))) <= 1
+
+
+async def test_silence_and_a_starved_feed_read_as_none() -> None:
+    """Digital silence reads as None (nothing to encode) and as a zero frame through recv()."""
+    silence = registry.open_input("virtual:silence")
+    feed = PcmFeedInput(grace_ms=0)
+    try:
+        assert await silence.read() is None
+        frame = await silence.recv()
+        assert not mono(frame).any() and frame.samples == 960
+        assert await feed.read() is None and feed.starved_frames == 1
+        feed.feed(np.full(3 * 960, 1000, dtype="<i2").tobytes(), 48000, 1)
+        chunk = await feed.read()
+        assert chunk is not None and len(chunk) == 1920
+        assert np.abs(np.frombuffer(chunk, dtype="<i2")).max() > 500
+    finally:
+        silence.stop()
+        feed.stop()
+
+
 async def test_wav_recorder_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     chunks = [rng.integers(-20000, 20000, 960, dtype=np.int16) for _ in range(25)]

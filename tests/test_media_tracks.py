@@ -11,9 +11,10 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription, clock
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
+from chimed.media import fastpath
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 from chimed.media.opus import OPUS_SILENCE, first_audio_codec
 from chimed.media.peer import ChimePeer
@@ -90,6 +91,57 @@ async def test_gate_encodes_other_rates_and_layouts_in_20ms_packets() -> None:
     assert _decoded_peak([bytes(p) for p in packets]) > 4000
     gate.stop()
     source.stop()
+
+
+class _Chunks(MediaStreamTrack):  # type: ignore[misc]
+    """A source with read_mono(): raw 20 ms chunks (tone bytes, None or zeros), unpaced."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next: str = "tone"
+        self.reads = 0
+        t = np.arange(960) / 48000
+        self.tone = (8000 * np.sin(2 * math.pi * 440 * t)).astype("<i2").tobytes()
+
+    async def read_mono(self) -> bytes | None:
+        self.reads += 1
+        return {"tone": self.tone, "none": None, "zeros": bytes(1920)}[self.next]
+
+    async def recv(self) -> AudioFrame:
+        raise AssertionError("the gate reads chunks, not frames, from a chunk source")
+
+
+async def test_gate_reads_raw_chunks_silence_unencoded_on_one_clock() -> None:
+    source = _Chunks()
+    gate = GateTrack(source)
+    gate.opus = True
+    speech = [await _packet(gate) for _ in range(5)]
+    assert all(bytes(p) != OPUS_SILENCE for p in speech)
+    assert _decoded_peak([bytes(p) for p in speech]) > 4000
+    source.next = "none"
+    assert bytes(await _packet(gate)) == OPUS_SILENCE
+    source.next = "zeros"
+    assert bytes(await _packet(gate)) == OPUS_SILENCE
+    source.next = "tone"
+    gate.muted = True
+    assert bytes(await _packet(gate)) == OPUS_SILENCE
+    gate.muted = False
+    after = await _packet(gate)
+    assert bytes(after) != OPUS_SILENCE and after.pts == 8 * 960
+    assert source.reads == 9  # one chunk per packet
+    gate.stop()
+    source.stop()
+
+
+def test_fast_clocks_match_aiortcs() -> None:
+    """chimed.media.fastpath's clocks give what aiortc's datetime arithmetic gives."""
+    expected_ntp = clock.datetime_to_ntp(clock.current_datetime())
+    ntp = fastpath.current_ntp_time()
+    assert 0 <= ntp - expected_ntp < (1 << 32) // 20  # same instant, within 50 ms
+    expected_ms = int((clock.current_datetime() - clock.NTP_EPOCH).total_seconds() * 1000)
+    assert 0 <= fastpath.current_ms() - expected_ms < 50
 
 
 async def _wait(predicate: object, timeout: float = 10.0) -> None:

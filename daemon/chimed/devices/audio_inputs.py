@@ -4,12 +4,17 @@ Every track yields s16 48 kHz 20 ms AudioFrames (mono by default, stereo on requ
 pts counting samples from 0 (time_base 1/48000), released on the wall clock by a Pacer so
 recv() never runs ahead of real time and never busy-waits. A track that fails for good ends
 (MediaStreamError) with `error` saying why; its owner falls back to another input.
+
+Beside recv() each track has read() and read_mono(): the same 20 ms as raw s16 bytes, or None
+for digital silence. chimed's sender uses those, so a silent input costs no frame, no numpy
+and no encoding, and a tone is a slice of a table computed once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import time
@@ -26,20 +31,23 @@ from chimed.devices.pcm import (
     MAX_FEED_RATE,
     MIN_FEED_RATE,
     SAMPLE_RATE,
+    Chunk,
     Pacer,
     Resampler,
     SampleRing,
     Samples,
+    downmix,
     layout_name,
+    pcm_frame,
     silence,
-    to_frame,
 )
 
 MAX_LAG_S = 0.2  # a consumer this late restarts its schedule instead of bursting
 
 
 class AudioInput(MediaStreamTrack):  # type: ignore[misc]
-    """Base of the input tracks: pacing and framing; subclasses supply 960 samples a call."""
+    """Base of the input tracks: pacing and framing. Subclasses supply 960 samples a call
+    (`_next_samples`, or `_next_chunk` for bytes), or override read() to pace themselves."""
 
     kind = "audio"
 
@@ -50,16 +58,30 @@ class AudioInput(MediaStreamTrack):  # type: ignore[misc]
         self.error: str | None = None  # why the track ended, when it ended by failing
         self._pacer = Pacer()
         self._pts = 0
+        self._zeros = bytes(2 * FRAME_SAMPLES * channels)
 
     async def recv(self) -> av.AudioFrame:
+        chunk = await self.read()
+        frame = pcm_frame(self._zeros if chunk is None else chunk, self.channels, self._pts)
+        self._pts += FRAME_SAMPLES
+        return frame
+
+    async def read(self) -> Chunk:
+        """The next 20 ms as s16 interleaved bytes (None: digital silence), on time."""
         if self.readyState != "live":
             raise MediaStreamError
         await self._pacer.wait()
         if self.readyState != "live":  # stopped while waiting
             raise MediaStreamError
-        frame = to_frame(self._next_samples(), self._pts)
-        self._pts += FRAME_SAMPLES
-        return frame
+        return self._next_chunk()
+
+    async def read_mono(self) -> Chunk:
+        """read(), downmixed to mono when the track is stereo."""
+        chunk = await self.read()
+        return chunk if chunk is None or self.channels == 1 else downmix(chunk)
+
+    def _next_chunk(self) -> Chunk:
+        return self._next_samples().tobytes()
 
     def _next_samples(self) -> Samples:
         raise NotImplementedError
@@ -68,8 +90,19 @@ class AudioInput(MediaStreamTrack):  # type: ignore[misc]
 class SilenceInput(AudioInput):
     """Digital silence: keeps the attendee present in the meeting with nothing to say."""
 
-    def _next_samples(self) -> Samples:
-        return silence(FRAME_SAMPLES, self.channels)
+    def _next_chunk(self) -> Chunk:
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _tone_table(frequency_hz: float, amplitude: float, channels: int) -> tuple[bytes, ...]:
+    """One second of a whole-hertz tone as 50 chunks: the wave repeats every second exactly,
+    so sessions sending the same tone share one table and compute nothing per frame."""
+    t = np.arange(SAMPLE_RATE, dtype=np.float64) * frequency_hz / SAMPLE_RATE
+    wave = np.round(amplitude * np.sin(2 * math.pi * (t % 1.0))).astype(np.int16)
+    pcm = np.repeat(wave.reshape(-1, 1), channels, axis=1).tobytes()
+    step = 2 * FRAME_SAMPLES * channels
+    return tuple(pcm[i : i + step] for i in range(0, len(pcm), step))
 
 
 class ToneInput(AudioInput):
@@ -87,6 +120,17 @@ class ToneInput(AudioInput):
         self.level_dbfs = level_dbfs
         self._amplitude = 32767 * 10 ** (level_dbfs / 20)
         self._cycles = 0.0  # phase in cycles, kept in [0, 1) so precision never degrades
+        self._table: tuple[bytes, ...] | None = None
+        if float(frequency_hz).is_integer():
+            self._table = _tone_table(float(frequency_hz), self._amplitude, channels)
+        self._index = 0
+
+    def _next_chunk(self) -> Chunk:
+        if self._table is None:
+            return self._next_samples().tobytes()
+        chunk = self._table[self._index]
+        self._index = (self._index + 1) % len(self._table)
+        return chunk
 
     def _next_samples(self) -> Samples:
         step = self.frequency_hz / SAMPLE_RATE
@@ -254,7 +298,7 @@ class PcmFeedInput(AudioInput):
         if len(self._ring) >= FRAME_SAMPLES:
             self._data.set()
 
-    async def recv(self) -> av.AudioFrame:
+    async def read(self) -> Chunk:
         if self.readyState != "live":
             raise MediaStreamError
         period = FRAME_SAMPLES / SAMPLE_RATE
@@ -277,20 +321,20 @@ class PcmFeedInput(AudioInput):
         if whole and now > due:  # the feeder's audio came late: follow its clock from here
             self._origin = now - self._sent * period
         self._sent += 1
-        frame = to_frame(self._next_samples(), self._pts)
-        self._pts += FRAME_SAMPLES
-        return frame
+        return self._next_chunk()
 
-    def _next_samples(self) -> Samples:
+    def _next_chunk(self) -> Chunk:
         fed, self._fed_since_frame = self._fed_since_frame, False
         available = len(self._ring)
+        out: Chunk = None
         if available >= FRAME_SAMPLES or (available and not fed):
-            out = self._ring.read(FRAME_SAMPLES)
-            if len(out) < FRAME_SAMPLES:
-                out = np.concatenate([out, silence(FRAME_SAMPLES - len(out), self.channels)])
+            samples = self._ring.read(FRAME_SAMPLES)
+            if len(samples) < FRAME_SAMPLES:
+                pad = silence(FRAME_SAMPLES - len(samples), self.channels)
+                samples = np.concatenate([samples, pad])
+            out = samples.tobytes()
         else:
             self.starved_frames += 1
-            out = silence(FRAME_SAMPLES, self.channels)
         self._trim()
         return out
 
@@ -352,7 +396,7 @@ class SoundDeviceInput(AudioInput):
             "input", device, channels, callback, env, self.label
         )
 
-    async def recv(self) -> av.AudioFrame:
+    async def read(self) -> Chunk:
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -382,9 +426,7 @@ class SoundDeviceInput(AudioInput):
         if len(out) < FRAME_SAMPLES:
             self.underrun_frames += 1
             out = np.concatenate([out, silence(FRAME_SAMPLES - len(out), self.channels)])
-        frame = to_frame(out, self._pts)
-        self._pts += FRAME_SAMPLES
-        return frame
+        return out.tobytes()
 
     def stop(self) -> None:
         if self._stream is not None:

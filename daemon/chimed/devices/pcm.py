@@ -12,6 +12,7 @@ import asyncio
 import fractions
 import threading
 import time
+from typing import TypeAlias
 
 import av
 import numpy as np
@@ -24,6 +25,9 @@ MIN_FEED_RATE = 8000
 MAX_FEED_RATE = 192000
 
 Samples = npt.NDArray[np.int16]
+# What the inputs hand the sender every 20 ms: s16 interleaved bytes, or None for digital
+# silence (the sender then sends a fixed Opus silence packet: nothing to build or encode).
+Chunk: TypeAlias = bytes | None
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
@@ -39,16 +43,27 @@ def silence(samples: int, channels: int) -> Samples:
     return np.zeros((samples, channels), dtype=np.int16)
 
 
-def to_frame(samples: Samples, pts: int) -> av.AudioFrame:
-    """An s16 48 kHz AudioFrame holding `samples` (shape (n, channels)), stamped with `pts`."""
-    channels = samples.shape[1]
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(samples).reshape(1, -1), format="s16", layout=layout_name(channels)
+def pcm_frame(pcm: bytes, channels: int, pts: int) -> av.AudioFrame:
+    """An s16 48 kHz AudioFrame holding interleaved `pcm`, stamped with `pts`."""
+    frame = av.AudioFrame(
+        format="s16", layout=layout_name(channels), samples=len(pcm) // (2 * channels)
     )
+    frame.planes[0].update(pcm)
     frame.sample_rate = SAMPLE_RATE
     frame.pts = pts
     frame.time_base = TIME_BASE
     return frame
+
+
+def to_frame(samples: Samples, pts: int) -> av.AudioFrame:
+    """An s16 48 kHz AudioFrame holding `samples` (shape (n, channels)), stamped with `pts`."""
+    return pcm_frame(np.ascontiguousarray(samples).tobytes(), samples.shape[1], pts)
+
+
+def downmix(pcm: bytes) -> bytes:
+    """Stereo s16 interleaved to mono (the mean of the two channels)."""
+    both = np.frombuffer(pcm, dtype=np.int16).reshape(-1, 2).astype(np.int32)
+    return ((both[:, 0] + both[:, 1]) // 2).astype(np.int16).tobytes()
 
 
 class Resampler:

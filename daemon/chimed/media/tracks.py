@@ -6,6 +6,8 @@ Opus packets instead of frames (the sender sends an `av.Packet` as it is): a fix
 Opus silence frame for digital silence or while muted (no encoding at all, so a meeting of
 silent bots costs no codec work), and its own mono speech encoder's output otherwise. aiortc's
 encoder would encode every frame, silence included, stereo at 96 kb/s in a worker thread.
+A source with `read_mono()` (chimed's inputs) is read as raw 20 ms chunks, None for silence:
+no frame is built for silence and no sample is scanned to find it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from chimed.media.opus import packet as opus_packet
 
 PTIME_S = 0.020
 SAMPLES = int(SAMPLE_RATE * PTIME_S)
+ZERO_CHUNK = bytes(2 * SAMPLES)
 
 
 def is_digital_silence(frame: AudioFrame) -> bool:
@@ -54,6 +57,15 @@ class OpusMonoEncoder:
         zero.pts, zero.time_base = 0, TIME_BASE
         self._codec.encode(zero)  # the packet is not sent: the decoder had OPUS_SILENCE
         self._pts = SAMPLES
+
+    def encode_chunk(self, pcm: bytes) -> list[bytes]:
+        """The packet of one 20 ms mono s16 chunk at 48 kHz."""
+        frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts, frame.time_base = self._pts, TIME_BASE
+        self._pts += SAMPLES
+        return [bytes(p) for p in self._codec.encode(frame)]
 
     def encode(self, frame: AudioFrame) -> list[bytes]:
         """Payloads of the packets this frame completes (none while the resampler buffers)."""
@@ -101,6 +113,12 @@ class SilenceTrack(MediaStreamTrack):  # type: ignore[misc]
         self._pts = 0
 
     async def recv(self) -> AudioFrame:
+        await self.read_mono()
+        frame = silent_frame(SAMPLES, SAMPLE_RATE)
+        frame.pts = self._pts
+        return frame
+
+    async def read_mono(self) -> bytes | None:
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
@@ -108,9 +126,7 @@ class SilenceTrack(MediaStreamTrack):  # type: ignore[misc]
         else:
             self._pts += SAMPLES
             await asyncio.sleep(self._start + self._pts / SAMPLE_RATE - time.monotonic())
-        frame = silent_frame(SAMPLES, SAMPLE_RATE)
-        frame.pts = self._pts
-        return frame
+        return None
 
 
 class GateTrack(MediaStreamTrack):  # type: ignore[misc]
@@ -154,22 +170,39 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
 
     async def _next_packet(self) -> av.Packet[Any]:
         while not self._pending:
+            # read_mono(): the next 20 ms as 960 s16 mono samples in bytes, None for silence
+            read_mono = getattr(self.source, "read_mono", None)
+            if read_mono is not None:
+                pcm = await read_mono()
+                if self.muted or pcm is None or pcm == ZERO_CHUNK:
+                    self._queue_silence()
+                else:
+                    self._pending.extend(self._speech_encoder().encode_chunk(pcm))
+                continue
             frame = await self._next_frame()
             standard = frame.sample_rate == SAMPLE_RATE and frame.samples == SAMPLES
             if standard and (self.muted or is_digital_silence(frame)):
-                self._pending.append(OPUS_SILENCE)
-                self._silent = True
+                self._queue_silence()
                 continue
-            if self._encoder is None:
-                self._encoder = OpusMonoEncoder()
-            elif self._silent:
-                self._encoder.restart()
-            self._silent = False
+            encoder = self._speech_encoder()
             if self.muted:  # a frame of another shape: encode silence of the same timing
                 muted = silent_frame(frame.samples, frame.sample_rate, frame.layout.name)
                 muted.pts, muted.time_base = frame.pts, frame.time_base
                 frame = muted
-            self._pending.extend(self._encoder.encode(frame))
+            self._pending.extend(encoder.encode(frame))
         packet = opus_packet(self._pending.popleft(), self._pts)
         self._pts += SAMPLES
         return packet
+
+    def _queue_silence(self) -> None:
+        self._pending.append(OPUS_SILENCE)
+        self._silent = True
+
+    def _speech_encoder(self) -> OpusMonoEncoder:
+        """The encoder for the next speech, started over if silence was sent since."""
+        if self._encoder is None:
+            self._encoder = OpusMonoEncoder()
+        elif self._silent:
+            self._encoder.restart()
+        self._silent = False
+        return self._encoder

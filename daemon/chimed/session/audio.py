@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import TypeAlias
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import TypeAlias, TypeVar
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -36,6 +37,7 @@ from chime.v1 import events_pb2, session_pb2, types_pb2
 from chimed.devices import registry
 from chimed.devices.audio_inputs import AudioInput, PcmFeedInput, SilenceInput
 from chimed.devices.audio_outputs import AudioOutput, NullOutput, PcmFeedOutput
+from chimed.devices.pcm import Chunk
 from chimed.errors import FailedPrecondition
 from chimed.session.device_monitor import DeviceMonitor, Devices
 from chimed.session.events import ObserverKind
@@ -52,6 +54,7 @@ DEFAULT_OUTPUT = "virtual:null"
 PCM = "virtual:pcm"
 TAP_FRAMES = 50  # 1 s of 20 ms frames per listener; a slower one loses the oldest
 DEVICE = ObserverKind.DEVICE
+_T = TypeVar("_T")
 
 
 def _slot(direction: Direction) -> str:
@@ -65,12 +68,13 @@ def _default(direction: Direction) -> str:
 class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
     """Forwards the current source; a source swapped (and stopped) under a pending recv()
     is simply replaced, and one that ends on its own is reported to `on_ended`, which
-    installs a fallback. Timestamps are restamped so they run on across sources."""
+    installs a fallback. Timestamps are restamped so they run on across sources.
+    read_mono() forwards the sources' raw 20 ms chunks the same way (the sender's fast path)."""
 
     kind = "audio"
 
     def __init__(
-        self, source: MediaStreamTrack, on_ended: Callable[[MediaStreamTrack, str], None]
+        self, source: AudioInput, on_ended: Callable[[MediaStreamTrack, str], None]
     ) -> None:
         super().__init__()
         self.source = source
@@ -78,12 +82,24 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
         self._pts = 0
 
     async def recv(self) -> av.AudioFrame:
+        frame = await self._pull(AudioInput.recv)
+        if not isinstance(frame, av.AudioFrame):
+            raise MediaStreamError("the audio input gave a frame that is not audio")
+        frame.pts = self._pts
+        frame.time_base = _time_base(frame.sample_rate)
+        self._pts += frame.samples
+        return frame
+
+    async def read_mono(self) -> Chunk:
+        return await self._pull(AudioInput.read_mono)
+
+    async def _pull(self, get: Callable[[AudioInput], Awaitable[_T]]) -> _T:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
             source = self.source
             try:
-                frame = await source.recv()
+                return await get(source)
             except Exception as exc:  # an input that fails must not end what aiortc sends
                 if self.readyState != "live":
                     raise MediaStreamError from exc
@@ -94,13 +110,11 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
                     self.on_ended(source, reason)
                     if source is self.source:
                         raise MediaStreamError from exc  # nothing to fall back to
-                continue
-            if not isinstance(frame, av.AudioFrame):
-                raise MediaStreamError("the audio input gave a frame that is not audio")
-            frame.pts = self._pts
-            frame.time_base = fractions.Fraction(1, frame.sample_rate)
-            self._pts += frame.samples
-            return frame
+
+
+@functools.lru_cache(maxsize=8)
+def _time_base(sample_rate: int) -> fractions.Fraction:
+    return fractions.Fraction(1, sample_rate)
 
 
 class MixTap(MediaStreamTrack):  # type: ignore[misc]
