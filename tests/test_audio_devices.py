@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import time
 import wave
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -230,6 +231,31 @@ async def test_tone_chunks_whole_and_fractional_hertz_mono_and_stereo() -> None:
         samples = np.frombuffer(b"".join(c for c in chunks if c), dtype="<i2")
         assert abs(peak_frequency(samples, 48000) - hz) < 0.2
         assert abs(int(np.abs(samples).max()) - round(32767 * 10 ** (-10 / 20))) <= 1
+
+
+async def test_inputs_started_apart_release_frames_together() -> None:
+    """Paced inputs share one 20 ms grid, so a daemon's inputs wake in one loop iteration: two
+    tones started 7 ms apart deliver each frame at the same moment."""
+    first, second = ToneInput(), ToneInput()
+
+    async def release_times(track: ToneInput) -> list[float]:
+        times = []
+        for _ in range(6):
+            await track.read()
+            times.append(time.monotonic())
+        return times
+
+    try:
+        early = asyncio.create_task(release_times(first))
+        await asyncio.sleep(0.007)
+        late = await release_times(second)
+        times = await early
+    finally:
+        first.stop()
+        second.stop()
+    # The late starter joins the grid at its next point, then both run in step.
+    gaps = sorted(min(abs(t - e) for e in times) for t in late[1:])
+    assert gaps[len(gaps) // 2] < 0.003, gaps
 
 
 async def test_silence_and_a_starved_feed_read_as_none() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import math
 import threading
 import time
 from typing import TypeAlias
@@ -182,8 +183,10 @@ class SampleRing:
 class Pacer:
     """Releases frames on the wall clock: frame k is due `k * duration` after the first.
 
+    Schedules start on a grid of whole frame durations of the monotonic clock, so all the
+    inputs of a daemon wake in the same loop iteration instead of one iteration each.
     If the consumer falls more than `max_lag` behind (a suspended laptop, a stalled loop) the
-    schedule restarts from now instead of bursting the backlog out."""
+    schedule restarts instead of bursting the backlog out."""
 
     def __init__(self, frame_seconds: float = FRAME_SAMPLES / SAMPLE_RATE, max_lag: float = 0.2):
         self.frame_seconds = frame_seconds
@@ -193,15 +196,15 @@ class Pacer:
 
     async def wait(self) -> None:
         now = time.monotonic()
-        if self._origin is None:
-            self._origin = now
-            self._frames = 0
-            return
-        self._frames += 1
-        due = self._origin + self._frames * self.frame_seconds
-        if now - due > self.max_lag:
-            self._origin = now
-            self._frames = 0
-            return
-        if due > now:
-            await asyncio.sleep(due - now)
+        if self._origin is not None:
+            self._frames += 1
+            due = self._origin + self._frames * self.frame_seconds
+            if now - due <= self.max_lag:
+                if due > now:
+                    await asyncio.sleep(due - now)
+                return
+        # First frame, or restart after a stall: the next grid point.
+        self._origin = math.ceil(now / self.frame_seconds) * self.frame_seconds
+        self._frames = 0
+        if self._origin > now:
+            await asyncio.sleep(self._origin - now)
