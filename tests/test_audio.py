@@ -43,8 +43,9 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pulse_mod.PulseS
 
 @pytest.fixture(scope="module")
 def daemon(pulse: pulse_mod.PulseServer | None) -> Iterator[DaemonProcess]:
-    """The daemon inherits the private PulseAudio's environment (set by PulseServer.start)."""
-    proc = DaemonProcess().start()
+    """The daemon inherits the private PulseAudio's environment (set by PulseServer.start).
+    It encodes at the cheapest Opus complexity: every tone below is still heard as sent."""
+    proc = DaemonProcess(args=["--opus-complexity", "0"]).start()
     yield proc
     proc.stop()
     log = proc.log()

@@ -42,6 +42,18 @@ def test_second_daemon_on_same_socket_is_refused(daemon: DaemonProcess) -> None:
     assert "another chimed is already listening" in out.stderr
 
 
+def test_opus_complexity_out_of_range_is_refused(tmp_path: Any) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "chimed", "--opus-complexity", "11", "--socket", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--opus-complexity: Opus complexity must be 0 to 10, got 11" in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_tcp_beyond_loopback_needs_tls_and_token(tmp_path: Any) -> None:
     out = subprocess.run(
         [

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from chimed import __version__
 from chimed.errors import ChimedError
+from chimed.media import opus
+from chimed.media.opus import DEFAULT_COMPLEXITY
 from chimed.server.app import Daemon, DaemonConfig, default_socket_path
 
 log = logging.getLogger("chimed")
@@ -49,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
     p.add_argument(
         "--embedded-port", type=int, default=0, help="port of the in-process embedded service"
+    )
+    p.add_argument(
+        "--opus-complexity",
+        type=int,
+        default=DEFAULT_COMPLEXITY,
+        metavar="0-10",
+        help="libopus complexity of the audio chimed sends (default %(default)s; lower costs "
+        "less CPU per speaking session, higher sounds slightly better)",
     )
     p.add_argument(
         "--ice-host",
@@ -127,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.token:
             print("chimed: --token-file is empty", file=sys.stderr)
             return 2
+    try:
+        opus.set_complexity(args.opus_complexity)
+    except ValueError as e:
+        print(f"chimed: --opus-complexity: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
