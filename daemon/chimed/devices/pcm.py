@@ -56,11 +56,6 @@ def pcm_frame(pcm: bytes, channels: int, pts: int) -> av.AudioFrame:
     return frame
 
 
-def to_frame(samples: Samples, pts: int) -> av.AudioFrame:
-    """An s16 48 kHz AudioFrame holding `samples` (shape (n, channels)), stamped with `pts`."""
-    return pcm_frame(np.ascontiguousarray(samples).tobytes(), samples.shape[1], pts)
-
-
 def downmix(pcm: bytes) -> bytes:
     """Stereo s16 interleaved to mono (the mean of the two channels)."""
     both = np.frombuffer(pcm, dtype=np.int16).reshape(-1, 2).astype(np.int32)

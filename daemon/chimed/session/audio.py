@@ -82,7 +82,7 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
         self._pts = 0
 
     async def recv(self) -> av.AudioFrame:
-        frame = await self._pull(AudioInput.recv)
+        frame = await self._pull(lambda source: source.recv())
         if not isinstance(frame, av.AudioFrame):
             raise MediaStreamError("the audio input gave a frame that is not audio")
         frame.pts = self._pts
@@ -91,7 +91,7 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
         return frame
 
     async def read_mono(self) -> Chunk:
-        return await self._pull(AudioInput.read_mono)
+        return await self._pull(lambda source: source.read_mono())
 
     async def _pull(self, get: Callable[[AudioInput], Awaitable[_T]]) -> _T:
         while True:
