@@ -354,13 +354,13 @@ class PcmFeedInput(AudioInput):
 
     def stop(self) -> None:
         super().stop()
-        self._data.set()  # wake a pending recv() so it ends
+        self._data.set()  # wake a pending read() so it ends
 
 
 class SoundDeviceInput(AudioInput):
     """A PortAudio capture device. The stream callback (PortAudio's thread) writes into a
-    bounded ring and wakes recv(), so the device clock paces the track; if the device is more
-    than `grace_ms` late for a frame, recv() sends silence instead (`underrun_frames`) and the
+    bounded ring and wakes read(), so the device clock paces the track; if the device is more
+    than `grace_ms` late for a frame, read() sends silence instead (`underrun_frames`) and the
     track keeps going. The device is opened at 48 kHz; ALSA's plug/pulse layers convert."""
 
     def __init__(
@@ -433,4 +433,4 @@ class SoundDeviceInput(AudioInput):
             stream, self._stream = self._stream, None
             portaudio.close_stream_soon(stream)  # off the loop: Pa_StopStream waits
         super().stop()
-        self._data.set()  # wake a pending recv() so it ends
+        self._data.set()  # wake a pending read() so it ends
