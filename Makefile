@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins jq chromium
+APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins libopus0 jq chromium
 PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
 ARGS ?=
 

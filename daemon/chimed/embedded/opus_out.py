@@ -12,12 +12,8 @@ between the three keeps the RTP clock continuous.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
-import av
-from av import AudioFrame
-
-from chimed.media.opus import OPUS_SILENCE, SAMPLE_RATE, TIME_BASE, new_encoder
+from chimed.media.opus import OPUS_SILENCE, new_encoder
 
 
 class OpusStream:
@@ -26,28 +22,16 @@ class OpusStream:
     Silence goes out as OPUS_SILENCE without this encoder, so after silence its state is
     still that of the last speech while the receiver's decoder has heard silence: the next
     packets would decode ramped down for a frame or two (20-40 ms of onset lost). `encode(pcm,
-    after_silence=True)` starts from a fresh encoder that has just encoded silence instead."""
+    after_silence=True)` starts from a reset encoder that has just encoded silence instead."""
 
     def __init__(self) -> None:
         self._codec = new_encoder()
-        self._pts = 0
-
-    def _encode(self, pcm: bytes) -> list[av.Packet[Any]]:
-        samples = len(pcm) // 2
-        frame = AudioFrame(format="s16", layout="mono", samples=samples)
-        frame.planes[0].update(pcm)
-        frame.sample_rate = SAMPLE_RATE
-        frame.time_base = TIME_BASE
-        frame.pts = self._pts
-        self._pts += samples
-        return list(self._codec.encode(frame))
 
     def encode(self, pcm: bytes, after_silence: bool = False) -> bytes:
         if after_silence:
-            self._codec, self._pts = new_encoder(), 0
-            self._encode(bytes(len(pcm)))  # what the decoder heard last; the packet is not sent
-        packets = self._encode(pcm)
-        return b"".join(bytes(p) for p in packets) if packets else OPUS_SILENCE
+            self._codec.reset()
+            self._codec.encode(bytes(len(pcm)))  # what the decoder heard last; not sent
+        return self._codec.encode(pcm) or OPUS_SILENCE
 
 
 class SharedOpus:

@@ -23,7 +23,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from chimed.media.opus import OPUS_SILENCE, SAMPLE_RATE, TIME_BASE, new_encoder
+from chimed.media.opus import OPUS_SILENCE, SAMPLE_RATE, new_encoder
 from chimed.media.opus import packet as opus_packet
 
 PTIME_S = 0.020
@@ -40,32 +40,24 @@ def is_digital_silence(frame: AudioFrame) -> bool:
 
 
 class OpusMonoEncoder:
-    """20 ms mono Opus packets from audio frames of any s16/flt layout and rate."""
+    """20 ms mono Opus packets from raw chunks, or from audio frames of any s16/flt layout and
+    rate (resampled)."""
 
     def __init__(self) -> None:
-        self._codec: Any = None
+        self._codec = new_encoder()
         self._resampler: Any = None
-        self._pts = 0
         self.restart()
 
     def restart(self) -> None:
         """Start over from silence: after OPUS_SILENCE packets the receiver's decoder has heard
         silence, but this encoder's state is still that of the last speech, and its next
         packets would decode ramped down for a frame or two (20-40 ms of onset lost)."""
-        self._codec = new_encoder()
-        zero = silent_frame(SAMPLES, SAMPLE_RATE, "mono")
-        zero.pts, zero.time_base = 0, TIME_BASE
-        self._codec.encode(zero)  # the packet is not sent: the decoder had OPUS_SILENCE
-        self._pts = SAMPLES
+        self._codec.reset()
+        self._codec.encode(ZERO_CHUNK)  # the packet is not sent: the decoder had OPUS_SILENCE
 
-    def encode_chunk(self, pcm: bytes) -> list[bytes]:
+    def encode_chunk(self, pcm: bytes) -> bytes:
         """The packet of one 20 ms mono s16 chunk at 48 kHz."""
-        frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES)
-        frame.planes[0].update(pcm)
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts, frame.time_base = self._pts, TIME_BASE
-        self._pts += SAMPLES
-        return [bytes(p) for p in self._codec.encode(frame)]
+        return self._codec.encode(pcm)
 
     def encode(self, frame: AudioFrame) -> list[bytes]:
         """Payloads of the packets this frame completes (none while the resampler buffers)."""
@@ -75,19 +67,15 @@ class OpusMonoEncoder:
             SAMPLE_RATE,
             SAMPLES,
         ):
-            frames = [frame]
-        else:
-            if self._resampler is None:
-                self._resampler = av.AudioResampler(
-                    format="s16", layout="mono", rate=SAMPLE_RATE, frame_size=SAMPLES
-                )
-            frames = self._resampler.resample(frame)
-        out: list[bytes] = []
-        for f in frames:
-            f.pts, f.time_base = self._pts, TIME_BASE
-            self._pts += f.samples
-            out.extend(bytes(p) for p in self._codec.encode(f))
-        return out
+            return [self._codec.encode(bytes(frame.planes[0])[: 2 * SAMPLES])]
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(
+                format="s16", layout="mono", rate=SAMPLE_RATE, frame_size=SAMPLES
+            )
+        return [
+            self._codec.encode(bytes(f.planes[0])[: 2 * f.samples])
+            for f in self._resampler.resample(frame)
+        ]
 
 
 def silent_frame(samples: int, sample_rate: int, layout: str = "stereo") -> AudioFrame:
@@ -169,6 +157,14 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
         return frame
 
     async def _next_packet(self) -> av.Packet[Any]:
+        payload, pts = await self.next_payload()
+        return opus_packet(payload, pts)
+
+    async def next_payload(self) -> tuple[bytes, int]:
+        """The next 20 ms Opus payload and its timestamp (48 kHz, from 0): what recv() hands
+        aiortc's sender as an av.Packet, for chimed's own RTP loop (media/rtp_send.py)."""
+        if self.readyState != "live":
+            raise MediaStreamError
         while not self._pending:
             # read_mono(): the next 20 ms as 960 s16 mono samples in bytes, None for silence
             read_mono = getattr(self.source, "read_mono", None)
@@ -177,7 +173,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
                 if self.muted or pcm is None or pcm == ZERO_CHUNK:
                     self._queue_silence()
                 else:
-                    self._pending.extend(self._speech_encoder().encode_chunk(pcm))
+                    self._pending.append(self._speech_encoder().encode_chunk(pcm) or OPUS_SILENCE)
                 continue
             frame = await self._next_frame()
             standard = frame.sample_rate == SAMPLE_RATE and frame.samples == SAMPLES
@@ -189,10 +185,10 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
                 muted = silent_frame(frame.samples, frame.sample_rate, frame.layout.name)
                 muted.pts, muted.time_base = frame.pts, frame.time_base
                 frame = muted
-            self._pending.extend(encoder.encode(frame))
-        packet = opus_packet(self._pending.popleft(), self._pts)
+            self._pending.extend(p for p in encoder.encode(frame) if p)
+        pts = self._pts
         self._pts += SAMPLES
-        return packet
+        return self._pending.popleft(), pts
 
     def _queue_silence(self) -> None:
         self._pending.append(OPUS_SILENCE)
