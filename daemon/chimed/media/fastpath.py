@@ -7,6 +7,9 @@ each stands aside (the library's own code runs) where its assumptions do not hol
   is bound and fresh, and no earlier send is still queued, a send is one ChannelData header
   and one sendto: that is done inline (no task, loop iteration or callback per packet), and
   binding, refresh, queued sends and closing stay aioice's.
+- Demultiplexing: aioice tries to parse every datagram of a connection as STUN and hands it
+  on as data when that raises. A first byte above 3 is never STUN (RFC 7983: 20-63 DTLS,
+  128-191 RTP/RTCP), so such datagrams go straight on: no exception per media packet.
 - Clocks: aiortc stamps every sent packet twice with NTP time and every received one with
   NTP milliseconds, each through timezone-aware datetime arithmetic; the same values come
   straight from time.time().
@@ -19,11 +22,13 @@ import time
 from typing import Any
 
 import aiortc.clock
+from aioice.ice import StunProtocol
 from aioice.turn import TurnTransport
 
 _CHANNEL_HEADER = struct.Struct("!HH")
 NTP_UNIX_OFFSET_S = 2208988800  # 1900-01-01 to 1970-01-01
 _original_sendto = TurnTransport.sendto
+_original_stun_received = StunProtocol.datagram_received
 _installed = False
 
 
@@ -47,6 +52,16 @@ def _sendto(self: Any, data: bytes, addr: tuple[str, int]) -> None:
     _original_sendto(self, data, addr)
 
 
+def _stun_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
+    receiver: Any = getattr(self, "receiver", None)
+    candidate: Any = getattr(self, "local_candidate", None)
+    known = receiver is not None and candidate is not None
+    if known and isinstance(data, bytes) and data and data[0] > 3:
+        receiver.data_received(data, candidate.component)
+        return
+    _original_stun_received(self, data, addr)
+
+
 def current_ntp_time() -> int:
     """64-bit NTP time now (seconds since 1900 << 32 | fraction), as aiortc.clock's."""
     now = time.time() + NTP_UNIX_OFFSET_S
@@ -65,6 +80,7 @@ def install() -> None:
     if _installed:
         return
     TurnTransport.sendto = _sendto  # type: ignore[method-assign]
+    StunProtocol.datagram_received = _stun_datagram_received  # type: ignore[method-assign]
     aiortc.clock.current_ntp_time = current_ntp_time
     aiortc.clock.current_ms = current_ms
     _installed = True

@@ -6,9 +6,11 @@ input and output are seams for the devices layer: set_audio_input(track) swaps w
 set_audio_output(consumer) swaps what consumes the received mix.
 
 Work per session is kept small, since one daemon holds many: the gate track hands the sender
-Opus packets (no encoding of silence; see tracks.py), and while no consumer is set
-(set_audio_output(None)) received RTP is dropped before decoding: statistics, RTCP and NACKs
-go on, but no Opus decoding and no thread hand-off per packet for a mix nobody hears.
+Opus packets (no encoding of silence; see tracks.py), sent by chimed's own RTP loop
+(rtp_send.py); received RTP is handled in the datagram callback (rtp_receive.py); and while
+no consumer is set (set_audio_output(None)) received RTP is dropped before decoding:
+statistics, RTCP and NACKs go on, but no Opus decoding and no thread hand-off per packet for
+a mix nobody hears.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from chimed.media import fastpath, jitter
+from chimed.media import fastpath, jitter, rtp_receive, rtp_send
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import first_audio_codec
 from chimed.media.tracks import GateTrack, SilenceTrack
@@ -106,8 +108,13 @@ class ChimePeer:
         self._gate = GateTrack(audio_input if audio_input is not None else self._silence)
         self._gate.muted = muted
         self._transceiver = self._pc.addTransceiver(self._gate, direction="sendrecv")
+        # chimed's own RTP paths for this audio stream (each off if aiortc is not the expected
+        # one): the send loop of rtp_send.py, and received RTP handled inline (rtp_receive.py)
+        self.own_rtp = rtp_send.install(self._transceiver.sender, self._gate)
+        receiver = self._transceiver.receiver
         # Installed before the receiver starts, so its decoder thread reads through it.
-        self._decode_gate = _gate_decoder(self._transceiver.receiver)
+        self._decode_gate = _gate_decoder(receiver)
+        self.inline_receive = rtp_receive.install(receiver.transport, receiver, self._decode_gate)
         # Shallow receive buffering where the network allows it (see chimed.media.jitter).
         depth = jitter_depth if jitter_depth is not None else jitter.default_depth()
         jitter.install(self._transceiver.receiver, depth)

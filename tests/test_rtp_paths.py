@@ -1,0 +1,204 @@
+"""chimed's own RTP paths, against a plain aiortc peer on loopback.
+
+Sending (chimed.media.rtp_send): the packets aiortc's loop would send (one SSRC, consecutive
+sequence numbers, timestamps 960 apart, marker and mid set, Opus payloads that decode to the
+tone), the RTCP sender reports its counters feed, and a close that ends it.
+Receiving (chimed.media.rtp_receive): an unheard mix is counted where aiortc counts it (our
+RTCP receiver reports reach the sender, with no loss) but not decoded; once heard it decodes
+to the tone, also when a step of aiortc's handling suspends."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtp import RtpPacket
+from av import AudioFrame
+from chimed.devices.audio_inputs import ToneInput
+from chimed.media.ice import pin_host_addresses, rtc_configuration
+from chimed.media.opus import OPUS_SILENCE
+from chimed.media.peer import ChimePeer
+
+
+def _opus_payload_type(sdp: str) -> int:
+    for line in sdp.splitlines():
+        if line.startswith("a=rtpmap:") and "opus/48000" in line.lower():
+            return int(line[len("a=rtpmap:") :].split()[0])
+    raise AssertionError("no Opus in the answer")
+
+
+def _peak_hz(payloads: list[bytes]) -> float:
+    decoder = av.CodecContext.create("libopus", "r")
+    pcm = np.concatenate(
+        [
+            frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+            for payload in payloads
+            for frame in decoder.decode(av.Packet(payload))
+        ]
+    ).astype(float)
+    return float(np.argmax(np.abs(np.fft.rfft(pcm))) * 48000 / len(pcm))
+
+
+async def _remote_outbound(remote: RTCPeerConnection) -> Any:
+    """The remote's view of our RTCP sender reports, once one has arrived."""
+    receiver = remote.getTransceivers()[0].receiver
+    for _ in range(150):
+        for stats in (await receiver.getStats()).values():
+            if stats.type == "remote-outbound-rtp":
+                return stats
+        await asyncio.sleep(0.02)
+    raise AssertionError("no RTCP sender report arrived")
+
+
+async def test_own_rtp_loop_sends_what_aiortcs_would_and_feeds_sender_reports() -> None:
+    pin_host_addresses(["127.0.0.1"])
+    tone = ToneInput(frequency_hz=440, level_dbfs=-10)
+    remote = RTCPeerConnection(rtc_configuration([]))
+    packets: list[RtpPacket] = []
+    got = asyncio.Event()
+    peer = ChimePeer(audio_input=tone)
+    try:
+        sender = peer._transceiver.sender
+        assert peer.own_rtp  # the loop of chimed.media.rtp_send, not aiortc's
+        offer = await peer.create_offer()
+        await remote.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await remote.setLocalDescription(await remote.createAnswer())
+        answer = remote.localDescription.sdp
+        dtls = remote.getTransceivers()[0].receiver.transport
+        handle = dtls._handle_rtp_data
+
+        async def spy(data: bytes, arrival_time_ms: int) -> None:
+            packets.append(RtpPacket.parse(data, dtls._rtp_header_extensions_map))
+            if len(packets) >= 60:
+                got.set()
+            await handle(data, arrival_time_ms)
+
+        dtls._handle_rtp_data = spy  # type: ignore[method-assign]
+        await peer.apply_answer(answer)
+        await asyncio.wait_for(got.wait(), 15)
+
+        first = packets[0]
+        assert first.ssrc == sender._ssrc
+        assert {p.ssrc for p in packets} == {first.ssrc}
+        assert {p.payload_type for p in packets} == {_opus_payload_type(answer)}
+        assert all(p.marker == 1 and p.extensions.mid == "0" for p in packets)
+        for before, after in itertools.pairwise(packets):
+            assert after.sequence_number == (before.sequence_number + 1) % 65536
+            assert after.timestamp == (before.timestamp + 960) % 2**32
+        speech = [p.payload for p in packets if p.payload != OPUS_SILENCE]
+        assert len(speech) >= 55 and abs(_peak_hz(speech[5:]) - 440) <= 2
+
+        report = await _remote_outbound(remote)
+        sent = len(packets)
+        assert 0 < report.packetsSent <= sent + 75  # sent before the report, within ~1.5 s
+        assert report.bytesSent >= 3 * report.packetsSent
+        assert report.remoteTimestamp is not None
+    finally:
+        await asyncio.wait_for(peer.close(), 5)  # stop() waits for the loop to end
+        await remote.close()
+        tone.stop()
+    assert sender.track is None  # the loop ended and let go of the gate, as aiortc's does
+
+
+async def _stats(target: Any, kind: str, ready: Any = lambda s: True) -> Any:
+    for _ in range(200):
+        for stats in (await target.getStats()).values():
+            if stats.type == kind and ready(stats):
+                return stats
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kind} statistics arrived")
+
+
+def _frames_peak_hz(frames: list[AudioFrame]) -> float:
+    pcm = np.concatenate(
+        [f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0] for f in frames]
+    ).astype(float)
+    return float(np.argmax(np.abs(np.fft.rfft(pcm))) * frames[0].sample_rate / len(pcm))
+
+
+class _Heard:
+    """An audio consumer for ChimePeer that keeps the decoded frames; `enough` after `count`."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.frames: list[AudioFrame] = []
+        self.enough = asyncio.Event()
+
+    async def consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            self.frames.append(await track.recv())
+            if len(self.frames) >= self.count:
+                self.enough.set()
+
+
+async def _connect_to_tone(peer: ChimePeer, remote: RTCPeerConnection, tone: ToneInput) -> None:
+    offer = await peer.create_offer()
+    await remote.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    transceiver = remote.getTransceivers()[0]
+    transceiver.sender.replaceTrack(tone)
+    transceiver.direction = "sendrecv"
+    await remote.setLocalDescription(await remote.createAnswer())
+    await peer.apply_answer(remote.localDescription.sdp)
+
+
+async def test_unheard_mix_is_counted_for_receiver_reports_then_decoded_once_heard() -> None:
+    pin_host_addresses(["127.0.0.1"])
+    tone = ToneInput(frequency_hz=440, level_dbfs=-10)
+    remote = RTCPeerConnection(rtc_configuration([]))
+    heard = _Heard(50)
+    peer = ChimePeer()
+    try:
+        assert peer.inline_receive
+        await _connect_to_tone(peer, remote, tone)
+        gate = peer._decode_gate
+        assert gate is not None and not peer.decoding
+        receiver = peer._transceiver.receiver
+        inbound = await _stats(receiver, "inbound-rtp", lambda s: s.packetsReceived >= 50)
+        assert gate.dropped >= 50 and not heard.frames
+        # our receiver reports, made from those counts, reach the sender: no loss on loopback
+        report = await _stats(
+            remote.getTransceivers()[0].sender, "remote-inbound-rtp", lambda s: s.ssrc > 0
+        )
+        assert report.packetsLost == 0 and report.fractionLost == 0
+        assert inbound.packetsLost == 0
+
+        peer.set_audio_output(heard.consume)
+        await asyncio.wait_for(heard.enough.wait(), 10)
+        assert abs(_frames_peak_hz(heard.frames[10:]) - 440) <= 5
+    finally:
+        await peer.close()
+        await remote.close()
+        tone.stop()
+
+
+async def test_a_receive_step_that_suspends_is_finished_in_a_task() -> None:
+    pin_host_addresses(["127.0.0.1"])
+    tone = ToneInput(frequency_hz=440, level_dbfs=-10)
+    remote = RTCPeerConnection(rtc_configuration([]))
+    heard = _Heard(30)
+    suspended = 0
+    peer = ChimePeer(audio_output=heard.consume)
+    dtls = peer._transceiver.receiver.transport
+    handle = dtls._handle_rtp_data
+
+    async def suspending(data: bytes, arrival_time_ms: int) -> None:
+        nonlocal suspended
+        suspended += 1
+        await asyncio.sleep(0.001)  # a step that does not finish inline
+        await handle(data, arrival_time_ms)
+
+    dtls._handle_rtp_data = suspending  # type: ignore[method-assign]
+    try:
+        await _connect_to_tone(peer, remote, tone)
+        await asyncio.wait_for(heard.enough.wait(), 10)
+        assert suspended >= 30
+        assert abs(_frames_peak_hz(heard.frames[10:]) - 440) <= 5
+    finally:
+        await peer.close()
+        await remote.close()
+        tone.stop()
