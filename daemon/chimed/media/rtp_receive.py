@@ -12,7 +12,8 @@ and DTLS records.
 While nobody hears the mix (the peer's decode gate is closed), a packet goes no further than
 what the RTCP receiver reports need: it is still unprotected (libsrtp must see every packet to
 keep its rollover counter right for when decoding resumes) and counted in aiortc's statistics
-for its SSRC, but not parsed into an RtpPacket, buffered or depayloaded only to be dropped.
+for its SSRC, but not parsed into an RtpPacket, buffered or depayloaded only to be dropped (nor
+listed by the receiver's getSynchronizationSources(), which chimed does not use).
 
 Inline handling needs every step to finish without suspending. For an audio receiver it does
 (only video receivers send NACKs or REMB from there); it is installed only for a receiver
