@@ -37,6 +37,9 @@ def test_libopus_is_loaded_with_the_speech_settings() -> None:
     assert encoder.get(opus.OPUS_GET_APPLICATION) == 2051  # restricted low delay: CELT only
     assert encoder.get(opus.OPUS_GET_BITRATE) == opus.BIT_RATE
     assert encoder.get(opus.OPUS_GET_COMPLEXITY) == opus.DEFAULT_COMPLEXITY
+    encoder.reset()  # the state goes, the settings stay
+    assert encoder.get(opus.OPUS_GET_APPLICATION) == 2051
+    assert encoder.get(opus.OPUS_GET_BITRATE) == opus.BIT_RATE
 
 
 def test_complexity_applies_to_encoders_made_after_it() -> None:

@@ -62,6 +62,7 @@ _OPUS_SET_BITRATE = 4002
 OPUS_GET_BITRATE = 4003
 _OPUS_SET_COMPLEXITY = 4010
 OPUS_GET_COMPLEXITY = 4011
+_OPUS_RESET_STATE = 4028
 _MAX_PACKET = 1500
 
 
@@ -108,15 +109,8 @@ class LibopusEncoder:
         if _libopus is None:
             raise RuntimeError("libopus could not be loaded")
         self._lib = _libopus
-        self._handle = ctypes.c_void_p()
         self._out = ctypes.create_string_buffer(_MAX_PACKET)
         self.complexity = _complexity
-        self.reset()
-
-    def reset(self) -> None:
-        # A new encoder: OPUS_RESET_STATE leaves some analysis state behind (its next packets
-        # differ from a fresh encoder's), and this runs only at the onset of speech.
-        self._destroy()
         error = ctypes.c_int()
         handle = self._lib.opus_encoder_create(
             SAMPLE_RATE, 1, _OPUS_APPLICATION_RESTRICTED_LOWDELAY, ctypes.byref(error)
@@ -127,11 +121,8 @@ class LibopusEncoder:
         self._ctl(_OPUS_SET_BITRATE, BIT_RATE)
         self._ctl(_OPUS_SET_COMPLEXITY, self.complexity)
 
-    def _destroy(self) -> None:
-        handle = getattr(self, "_handle", None)
-        if handle is not None and handle.value:
-            self._lib.opus_encoder_destroy(handle)
-            handle.value = None
+    def reset(self) -> None:
+        self._ctl(_OPUS_RESET_STATE)  # keeps the settings
 
     def _ctl(self, request: int, *value: int) -> None:
         args = [ctypes.c_int32(v) for v in value]
@@ -154,7 +145,10 @@ class LibopusEncoder:
         return self._out.raw[:size]
 
     def __del__(self) -> None:
-        self._destroy()
+        handle = getattr(self, "_handle", None)
+        if handle is not None and handle.value:
+            self._lib.opus_encoder_destroy(handle)
+            handle.value = None
 
 
 class PyAVEncoder:
