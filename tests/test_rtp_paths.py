@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import av
@@ -19,10 +20,11 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame
-from chimed.devices.audio_inputs import ToneInput
+from chimed.devices.audio_inputs import PcmFeedInput, ToneInput
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 from chimed.media.opus import OPUS_SILENCE
 from chimed.media.peer import ChimePeer
+from chimed.session.audio import InputSwitch
 
 
 def _opus_payload_type(sdp: str) -> int:
@@ -202,3 +204,144 @@ async def test_a_receive_step_that_suspends_is_finished_in_a_task() -> None:
         await peer.close()
         await remote.close()
         tone.stop()
+
+
+class _Arrivals(list[tuple[float, RtpPacket]]):
+    """The packets a remote received from the peer, with their arrival times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = asyncio.Event()
+
+    async def until(self, count: int, timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self) < count:
+                self.more.clear()
+                await self.more.wait()
+
+
+async def _connect_spied(
+    peer: ChimePeer, remote: RTCPeerConnection, back: MediaStreamTrack | None = None
+) -> _Arrivals:
+    """Connect `peer` to `remote` (which sends `back` if given); the packets `remote` receives
+    from `peer` fill the returned list."""
+    arrived = _Arrivals()
+    offer = await peer.create_offer()
+    await remote.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    transceiver = remote.getTransceivers()[0]
+    if back is not None:
+        transceiver.sender.replaceTrack(back)
+        transceiver.direction = "sendrecv"
+    dtls = transceiver.receiver.transport
+    handle = dtls._handle_rtp_data
+
+    async def spy(data: bytes, arrival_time_ms: int) -> None:
+        arrived.append((time.monotonic(), RtpPacket.parse(data, dtls._rtp_header_extensions_map)))
+        arrived.more.set()
+        await handle(data, arrival_time_ms)
+
+    dtls._handle_rtp_data = spy  # type: ignore[method-assign]
+    await remote.setLocalDescription(await remote.createAnswer())
+    await peer.apply_answer(remote.localDescription.sdp)
+    return arrived
+
+
+def _one_timeline(packets: list[RtpPacket]) -> None:
+    assert len({p.ssrc for p in packets}) == 1
+    for before, after in itertools.pairwise(packets):
+        assert after.sequence_number == (before.sequence_number + 1) % 65536
+        assert after.timestamp == (before.timestamp + 960) % 2**32
+
+
+async def test_clocked_and_self_paced_inputs_share_one_rtp_timeline() -> None:
+    """A tone is sent on the send loop's own timer, a fed input from the loop's task; swapping
+    one for the other (both ways) under a running stream keeps one timeline, no gap."""
+    pin_host_addresses(["127.0.0.1"])
+    first, fed, last = ToneInput(440, -10), PcmFeedInput(), ToneInput(440, -10)
+    switch = InputSwitch(first, lambda source, reason: None)
+    remote = RTCPeerConnection(rtc_configuration([]))
+    peer = ChimePeer(audio_input=switch)
+    try:
+        assert peer._send_loop is not None
+        arrived = await _connect_spied(peer, remote)
+        await arrived.until(25)
+        stream = peer._send_loop.stream
+        assert stream is not None and stream.timer is not None  # waiting on the clock
+        switch.source = fed
+        first.stop()
+        feeding = True
+
+        async def feed() -> None:
+            wave = first._table
+            assert wave is not None
+            i = 0
+            while feeding:
+                fed.feed(wave[i % len(wave)], 48000, 1)
+                i += 1
+                await asyncio.sleep(0.02)
+
+        feeder = asyncio.create_task(feed())
+        count = len(arrived)
+        await arrived.until(count + 25)
+        assert stream.timer is None  # a fed input paces itself: the task waits for it
+        switch.source = last
+        fed.stop()
+        feeding = False
+        await feeder
+        count = len(arrived)
+        await arrived.until(count + 25)
+        assert stream.timer is not None
+        _one_timeline([p for _, p in arrived])
+        speech = [p.payload for _, p in arrived if p.payload != OPUS_SILENCE]
+        assert len(speech) >= 60 and abs(_peak_hz(speech[5:]) - 440) <= 2
+    finally:
+        await asyncio.wait_for(peer.close(), 5)
+        await remote.close()
+        for source in (first, fed, last):
+            source.stop()
+    assert peer._send_loop.stream is None  # the loop ended, its timer with it
+
+
+async def test_a_received_packet_releases_the_next_frame_never_more_than_one_ahead() -> None:
+    """Received packets nudge the clocked stream: the frame due within one frame goes out in
+    that wake-up, and however often it is nudged the stream never gets more than one frame
+    ahead of its clock."""
+    pin_host_addresses(["127.0.0.1"])
+    tone, back = ToneInput(440, -10), ToneInput(660, -10)
+    remote = RTCPeerConnection(rtc_configuration([]))
+    peer = ChimePeer(audio_input=tone)
+    try:
+        send_loop = peer._send_loop
+        assert send_loop is not None
+        arrived = await _connect_spied(peer, remote, back)
+        await arrived.until(10)
+        stream = send_loop.stream
+        assert stream is not None
+        start = time.monotonic()
+        sent_before = len(arrived)
+        nudged = 0
+        for _ in range(50):
+            await asyncio.sleep(0.007)
+            sequence_number = stream.sequence_number
+            for _ in range(5):
+                send_loop.nudge()  # what each received packet does
+            released = (stream.sequence_number - sequence_number) % 65536
+            # the frame due next unless a received packet released it already (and one
+            # overdue, if any)
+            assert released <= 2
+            nudged += released
+            # the frame released last was due no later than one frame from now
+            pacer = tone._pacer
+            assert pacer._origin is not None
+            last_due = pacer._origin + (pacer._next - 1) * pacer.frame_seconds
+            assert last_due <= time.monotonic() + pacer.frame_seconds + 0.001
+            assert len(arrived) - sent_before <= (time.monotonic() - start) / 0.02 + 2
+        assert nudged > 0
+        await asyncio.sleep(0.1)
+        _one_timeline([p for _, p in arrived])
+        assert len(arrived) - sent_before <= (time.monotonic() - start) / 0.02 + 2
+    finally:
+        await asyncio.wait_for(peer.close(), 5)
+        await remote.close()
+        tone.stop()
+        back.stop()

@@ -7,7 +7,9 @@ recv() never runs ahead of real time and never busy-waits. A track that fails fo
 
 Beside recv() each track has read() and read_mono(): the same 20 ms as raw s16 bytes, or None
 for digital silence. chimed's sender uses those, so a silent input costs no frame, no numpy
-and no encoding, and a tone is a slice of a table computed once.
+and no encoding, and a tone is a slice of a table computed once. Inputs on the Pacer's clock
+(silence, tones, files) also offer due() and take_mono(): the sender then keeps the time with
+a timer of its own and no task wakes per frame.
 """
 
 from __future__ import annotations
@@ -78,6 +80,21 @@ class AudioInput(MediaStreamTrack):  # type: ignore[misc]
     async def read_mono(self) -> Chunk:
         """read(), downmixed to mono when the track is stereo."""
         chunk = await self.read()
+        return chunk if chunk is None or self.channels == 1 else downmix(chunk)
+
+    def due(self, now: float) -> float | None:
+        """When the next chunk is due, for a reader that keeps the time itself and then calls
+        take_mono(); None when this input paces itself (its own read(): fed or a device)."""
+        if type(self).read is not AudioInput.read or self.readyState != "live":
+            return None
+        return self._pacer.due(now)
+
+    def take_mono(self) -> Chunk:
+        """read_mono() without the wait, for a reader that waited until due()."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._pacer.advance()
+        chunk = self._next_chunk()
         return chunk if chunk is None or self.channels == 1 else downmix(chunk)
 
     def _next_chunk(self) -> Chunk:

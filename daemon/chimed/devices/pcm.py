@@ -181,25 +181,35 @@ class Pacer:
     Schedules start on a grid of whole frame durations of the monotonic clock, so all the
     inputs of a daemon wake in the same loop iteration instead of one iteration each.
     If the consumer falls more than `max_lag` behind (a suspended laptop, a stalled loop) the
-    schedule restarts instead of bursting the backlog out."""
+    schedule restarts instead of bursting the backlog out.
+
+    wait() is due() then advance() for a reader that sleeps in between; a reader on a timer
+    (media/rtp_send.py) calls the two itself."""
 
     def __init__(self, frame_seconds: float = FRAME_SAMPLES / SAMPLE_RATE, max_lag: float = 0.2):
         self.frame_seconds = frame_seconds
         self.max_lag = max_lag
         self._origin: float | None = None
-        self._frames = 0
+        self._next = 0  # the frame due next, counted from _origin
+
+    def due(self, now: float) -> float:
+        """When the next frame is due (time.monotonic()); the same until advance(), unless the
+        schedule restarts on the next grid point (first frame, or `max_lag` behind)."""
+        if self._origin is not None:
+            due = self._origin + self._next * self.frame_seconds
+            if now - due <= self.max_lag:
+                return due
+        self._origin = math.ceil(now / self.frame_seconds) * self.frame_seconds
+        self._next = 0
+        return self._origin
+
+    def advance(self) -> None:
+        """The frame due has been released."""
+        self._next += 1
 
     async def wait(self) -> None:
         now = time.monotonic()
-        if self._origin is not None:
-            self._frames += 1
-            due = self._origin + self._frames * self.frame_seconds
-            if now - due <= self.max_lag:
-                if due > now:
-                    await asyncio.sleep(due - now)
-                return
-        # First frame, or restart after a stall: the next grid point.
-        self._origin = math.ceil(now / self.frame_seconds) * self.frame_seconds
-        self._frames = 0
-        if self._origin > now:
-            await asyncio.sleep(self._origin - now)
+        due = self.due(now)
+        self.advance()
+        if due > now:
+            await asyncio.sleep(due - now)

@@ -110,11 +110,18 @@ class ChimePeer:
         self._transceiver = self._pc.addTransceiver(self._gate, direction="sendrecv")
         # chimed's own RTP paths for this audio stream (each off if aiortc is not the expected
         # one): the send loop of rtp_send.py, and received RTP handled inline (rtp_receive.py)
-        self.own_rtp = rtp_send.install(self._transceiver.sender, self._gate)
+        send_loop = rtp_send.install(self._transceiver.sender, self._gate)
+        self._send_loop = send_loop
+        self.own_rtp = send_loop is not None
         receiver = self._transceiver.receiver
         # Installed before the receiver starts, so its decoder thread reads through it.
         self._decode_gate = _gate_decoder(receiver)
-        self.inline_receive = rtp_receive.install(receiver.transport, receiver, self._decode_gate)
+        self.inline_receive = rtp_receive.install(
+            receiver.transport,
+            receiver,
+            self._decode_gate,
+            on_rtp=send_loop.nudge if send_loop is not None else None,
+        )
         # Shallow receive buffering where the network allows it (see chimed.media.jitter).
         depth = jitter_depth if jitter_depth is not None else jitter.default_depth()
         jitter.install(self._transceiver.receiver, depth)

@@ -63,10 +63,16 @@ class _Header:
 _SEQ_TS_SSRC = struct.Struct("!HII")  # bytes 2-11 of an RTP header
 
 
-def install(dtls: RTCDtlsTransport, receiver: Any, gate: Gate | None = None) -> bool:
+def install(
+    dtls: RTCDtlsTransport,
+    receiver: Any,
+    gate: Gate | None = None,
+    on_rtp: Callable[[], None] | None = None,
+) -> bool:
     """Handle `dtls`'s received RTP inline from now on, and only count it while `gate` says
-    it is not decoded; False (nothing changed) when this aiortc or aioice is not the expected
-    one or the receiver may suspend (video)."""
+    it is not decoded; `on_rtp` is called after each packet handled so. False (nothing
+    changed) when this aiortc or aioice is not the expected one or the receiver may suspend
+    (video)."""
     connection = getattr(getattr(dtls, "transport", None), "_connection", None)
     queue = getattr(connection, "_queue", None)
     state = vars(dtls)
@@ -97,6 +103,8 @@ def install(dtls: RTCDtlsTransport, receiver: Any, gate: Gate | None = None) -> 
             and dtls._rx_srtp is not None
         ):
             _handle(dtls, state, data, receiver, gate)
+            if on_rtp is not None:
+                on_rtp()
         else:
             queued(data, component)
 

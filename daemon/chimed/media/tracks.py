@@ -169,11 +169,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
             # read_mono(): the next 20 ms as 960 s16 mono samples in bytes, None for silence
             read_mono = getattr(self.source, "read_mono", None)
             if read_mono is not None:
-                pcm = await read_mono()
-                if self.muted or pcm is None or pcm == ZERO_CHUNK:
-                    self._queue_silence()
-                else:
-                    self._pending.append(self._speech_encoder().encode_chunk(pcm) or OPUS_SILENCE)
+                self._pending.append(self._payload(await read_mono()))
                 continue
             frame = await self._next_frame()
             standard = frame.sample_rate == SAMPLE_RATE and frame.samples == SAMPLES
@@ -189,6 +185,33 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
         pts = self._pts
         self._pts += SAMPLES
         return self._pending.popleft(), pts
+
+    def due(self, now: float) -> float | None:
+        """When the next payload is due if the source runs on the Pacer's clock (see
+        devices/audio_inputs.py), for a sender that keeps the time itself and then calls
+        take_payload(); None otherwise (next_payload() waits for it)."""
+        due = getattr(self.source, "due", None)
+        if due is None or self._pending or self.readyState != "live":
+            return None
+        when: float | None = due(now)
+        return when
+
+    def take_payload(self) -> tuple[bytes, int]:
+        """next_payload() without the wait, once due() has come."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        source: Any = self.source  # due() said it has take_mono()
+        payload = self._payload(source.take_mono())
+        pts = self._pts
+        self._pts += SAMPLES
+        return payload, pts
+
+    def _payload(self, pcm: bytes | None) -> bytes:
+        """The Opus payload of a 20 ms mono chunk (None: digital silence)."""
+        if self.muted or pcm is None or pcm == ZERO_CHUNK:
+            self._silent = True
+            return OPUS_SILENCE
+        return self._speech_encoder().encode_chunk(pcm) or OPUS_SILENCE
 
     def _queue_silence(self) -> None:
         self._pending.append(OPUS_SILENCE)

@@ -69,7 +69,8 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
     """Forwards the current source; a source swapped (and stopped) under a pending recv()
     is simply replaced, and one that ends on its own is reported to `on_ended`, which
     installs a fallback. Timestamps are restamped so they run on across sources.
-    read_mono() forwards the sources' raw 20 ms chunks the same way (the sender's fast path)."""
+    read_mono() forwards the sources' raw 20 ms chunks the same way (the sender's fast path),
+    and due()/take_mono() those of a source on the Pacer's clock (the sender's timer)."""
 
     kind = "audio"
 
@@ -93,6 +94,22 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
     async def read_mono(self) -> Chunk:
         return await self._pull(lambda source: source.read_mono())
 
+    def due(self, now: float) -> float | None:
+        """The current source's due(): None unless it runs on the Pacer's clock."""
+        return self.source.due(now) if self.readyState == "live" else None
+
+    def take_mono(self) -> Chunk:
+        """The current source's take_mono(); when it fails, the fallback is installed and this
+        frame is silence (the reader asks the new source's due() before the next)."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        source = self.source
+        try:
+            return source.take_mono()
+        except Exception as exc:
+            self._failed(source, exc)
+            return None
+
     async def _pull(self, get: Callable[[AudioInput], Awaitable[_T]]) -> _T:
         while True:
             if self.readyState != "live":
@@ -101,15 +118,20 @@ class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
             try:
                 return await get(source)
             except Exception as exc:  # an input that fails must not end what aiortc sends
-                if self.readyState != "live":
-                    raise MediaStreamError from exc
-                if source is self.source:
-                    reason = getattr(source, "error", None) or (
-                        "it ended" if isinstance(exc, MediaStreamError) else repr(exc)
-                    )
-                    self.on_ended(source, reason)
-                    if source is self.source:
-                        raise MediaStreamError from exc  # nothing to fall back to
+                self._failed(source, exc)
+
+    def _failed(self, source: AudioInput, exc: Exception) -> None:
+        """Report `source` ended to on_ended (which installs a fallback) unless it was already
+        replaced; raises MediaStreamError when there is nothing to go on with."""
+        if self.readyState != "live":
+            raise MediaStreamError from exc
+        if source is self.source:
+            reason = getattr(source, "error", None) or (
+                "it ended" if isinstance(exc, MediaStreamError) else repr(exc)
+            )
+            self.on_ended(source, reason)
+            if source is self.source:
+                raise MediaStreamError from exc  # nothing to fall back to
 
 
 @functools.lru_cache(maxsize=8)
