@@ -115,6 +115,10 @@ class PulseServer:
         return result.stdout
 
     def stop(self) -> None:
+        # PortAudio lets go of its streams and ALSA's pulse connections while the server is
+        # still up: a stream whose server dies under it spins in PortAudio's ALSA thread,
+        # printing an error per turn, and Pa_Terminate then waits for that thread forever.
+        sd._terminate()
         if self.proc is not None:
             self.proc.terminate()
             try:
@@ -132,5 +136,4 @@ class PulseServer:
             else:
                 os.environ[key] = value
         self._saved_env.clear()
-        sd._terminate()
         sd._initialize()

@@ -16,7 +16,7 @@ import pytest
 import sounddevice as sd
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from chime.v1 import types_pb2
-from chimed.devices import registry
+from chimed.devices import portaudio, registry
 from chimed.devices.audio_inputs import FileInput, PcmFeedInput, SoundDeviceInput, ToneInput
 from chimed.devices.audio_outputs import PcmFeedOutput, SoundDeviceOutput, WavRecorder
 
@@ -29,7 +29,10 @@ pytestmark = pytest.mark.skipif(not available(), reason="pulseaudio and pactl ar
 def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
     server = PulseServer(tmp_path_factory.mktemp("pulse")).start()
     yield server
-    server.stop()
+    try:
+        assert portaudio.open_stream_count() == 0, "a test left a PortAudio stream open"
+    finally:
+        server.stop()
 
 
 def peak_frequency(samples: np.ndarray, rate: int) -> float:
@@ -439,8 +442,6 @@ async def test_probe_answers_of_cancelled_queries_are_not_taken_later(pulse: Pul
 async def test_hardware_opens_off_the_event_loop(pulse: PulseServer) -> None:
     """open_async opens hardware in a worker thread (the loop keeps running meanwhile) and a
     caller cancelled mid-open leaks no stream."""
-    from chimed.devices import portaudio
-
     before = portaudio.open_stream_count()
     loop = asyncio.get_running_loop()
     ran: list[bool] = []
@@ -457,11 +458,9 @@ async def test_hardware_opens_off_the_event_loop(pulse: PulseServer) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # The thread's stream, once open, is closed (in another worker thread): a listing with
-    # the lock held sees the count settle back.
-    async with asyncio.timeout(10):
-        while portaudio.open_stream_count() != before:
-            await asyncio.to_thread(portaudio.devices)  # waits on the PortAudio lock
+    # The thread's stream, once open, is closed (in another worker thread).
+    await registry.settle()
+    assert portaudio.open_stream_count() == before
 
 
 async def test_file_input_ends_in_silence_or_fails_without_raising_other_errors(

@@ -21,6 +21,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame
 from chimed.devices.audio_inputs import PcmFeedInput, ToneInput
+from chimed.embedded.turn import TurnRelay
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 from chimed.media.opus import OPUS_SILENCE
 from chimed.media.peer import ChimePeer
@@ -345,3 +346,46 @@ async def test_a_received_packet_releases_the_next_frame_never_more_than_one_ahe
         await remote.close()
         tone.stop()
         back.stop()
+
+
+async def test_through_the_relay_each_packet_is_sent_in_one_synchronous_call() -> None:
+    """Relay-only ICE through the embedded TURN relay (as in every meeting): packets go out
+    through direct_send (protect and the TURN channel's socket), not aiortc's _send_rtp
+    coroutine, which only RTCP still takes; the DTLS transport's counters still count them."""
+    pin_host_addresses(["127.0.0.1"])
+    relay = TurnRelay()
+    await relay.start()
+    ours, theirs = relay.issue_credentials("attendee-a"), relay.issue_credentials("attendee-b")
+    tone = ToneInput(440, -10)
+    remote = RTCPeerConnection(
+        rtc_configuration(list(theirs.uris), theirs.username, theirs.password)
+    )
+    peer = ChimePeer(list(ours.uris), ours.username, ours.password, audio_input=tone)
+    dtls = peer._transceiver.sender.transport
+    general = dtls._send_rtp
+    coroutine_sends: list[bytes] = []
+
+    async def counted(data: bytes) -> None:
+        coroutine_sends.append(data)
+        await general(data)
+
+    dtls._send_rtp = counted  # type: ignore[method-assign]
+    try:
+        arrived = await _connect_spied(peer, remote)
+        await arrived.until(100)
+        sdp = peer._pc.localDescription.sdp
+        candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
+        assert candidates and all(" typ relay " in c for c in candidates), candidates
+        rtp = [d for d in coroutine_sends if not 191 < d[1] < 224]
+        assert not rtp, f"{len(rtp)} RTP packets went through _send_rtp"
+        transport = next(
+            s for s in (await peer._transceiver.sender.getStats()).values() if s.type == "transport"
+        )
+        assert transport.packetsSent >= 100
+        _one_timeline([p for _, p in arrived])
+    finally:
+        await asyncio.wait_for(peer.close(), 5)
+        await remote.close()
+        tone.stop()
+        await relay.stop()
+    assert relay.allocations == 0

@@ -147,6 +147,12 @@ def close_stream_soon(stream: Any) -> asyncio.Future[None] | None:
     return future
 
 
+async def drain_closes(timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Until the closes close_stream_soon() started have finished."""
+    if _closing:
+        await asyncio.wait(set(_closing), timeout=timeout)
+
+
 def open_stream_count() -> int:
     with _lock:
         return _open_streams

@@ -430,13 +430,27 @@ async def open_async(device_id: str, direction: Direction) -> AudioInput | Audio
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
+        _abandoned.add(future)
         future.add_done_callback(_discard_result)
         raise
 
 
+_abandoned: set[asyncio.Future[AudioInput | AudioOutput]] = set()  # opens nobody waits for
+
+
 def _discard_result(future: asyncio.Future[AudioInput | AudioOutput]) -> None:
+    _abandoned.discard(future)
     if not future.cancelled() and future.exception() is None:
         discard(future.result())
+
+
+async def settle(timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Until the opens whose callers gave up have finished, and every stream closed so far
+    (theirs included) is released: at shutdown, so that no device outlives the daemon."""
+    if _abandoned:
+        # Their done callbacks (registered first) have queued the closes when this wakes.
+        await asyncio.wait(set(_abandoned), timeout=timeout)
+    await portaudio.drain_closes(timeout)
 
 
 # --- hot-plug --------------------------------------------------------------------------------

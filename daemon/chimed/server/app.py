@@ -28,6 +28,7 @@ from chime.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from chimed.devices import registry
 from chimed.errors import InvalidArgument
 from chimed.media import jitter
 from chimed.media.ice import pin_host_addresses
@@ -191,6 +192,7 @@ class Daemon:
         if self.embedded is not None:
             await self.embedded.stop()
         await drain_closing()
+        await registry.settle()  # no audio device outlives the daemon
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.config.socket_path)
         self._stopped.set()
