@@ -62,6 +62,8 @@ _STATE = (
     "track",
 )
 _SEQ_TIMESTAMP = struct.Struct("!HI")  # bytes 2-7 of an RTP header
+_EARLY_S = 0.0005  # a timer that fires this close before the due time counts as on time
+_FRAME_S = PTIME_S
 
 
 class SendLoop:
@@ -217,7 +219,8 @@ class _Stream:
             timer.cancel()
             self._tick(_FRAME_S)
 
-    def _tick(self, early_s: float = 0.0) -> None:
+    def _tick(self, early_s: float = _EARLY_S) -> None:
+        """Send what is due (up to `early_s` ahead), then wait on a timer for the next."""
         self.timer = None
         done = self.done
         assert done is not None and self.direct is not None
@@ -230,7 +233,7 @@ class _Stream:
                 if due is None:
                     done.set_result(None)
                     return
-                if due > now + max(early_s, _EARLY_S):
+                if due > now + early_s:
                     self.timer = self.loop.call_later(due - now, self._tick)
                     return
                 packet = self.packet(*self.gate.take_payload())
@@ -240,10 +243,6 @@ class _Stream:
                 self.sent()
         except Exception as exc:
             done.set_exception(exc)
-
-
-_EARLY_S = 0.0005  # a timer that fires this close before the due time counts as on time
-_FRAME_S = PTIME_S
 
 
 def direct_send(dtls: RTCDtlsTransport) -> Callable[[bytes], bool] | None:
