@@ -444,8 +444,9 @@ async def test_event_ingestion_url_accepts_the_sdk_requests(chime: EmbeddedChime
 
 
 # --- the official web client in headless Chromium ----------------------------------------------
-# Until the TURN relay lands, the JS client logs this at error level for every JOIN_ACK.
-TURN_PENDING = ("missing TURN credentials",)
+# amazon-chime-sdk-js 3.32.0 logs this at leave when a stats round is still in flight:
+# StatsCollector.stop() drops its compute-pressure monitor, which the round then reads.
+SDK_RACE_AT_LEAVE = ("Cannot read properties of null (reading 'currentState')",)
 
 
 async def console_line(page: Page, text: str, count: int = 1, limit: float = 20) -> None:
@@ -482,7 +483,7 @@ async def test_official_client_joins_compressed_with_a_clean_console(chime: Embe
             20,
         )
         assert set(statuses) == {200}
-        errors = [m for m in page.errors() if not any(t in m.text for t in TURN_PENDING)]
+        errors = [m for m in page.errors() if not any(t in m.text for t in SDK_RACE_AT_LEAVE)]
         assert errors == []
         assert not [m for m in page.console if m.level == "warning" and "events" in m.text]
 
@@ -500,5 +501,5 @@ async def test_official_client_at_video_capacity_goes_view_only(chime: EmbeddedC
         assert state["status"] == "started"
         stopped = await page.eval("chimedPage.leave()", 20)
         assert stopped["stopStatus"]["name"] == "Left"
-        errors = [m for m in page.errors() if not any(t in m.text for t in TURN_PENDING)]
+        errors = [m for m in page.errors() if not any(t in m.text for t in SDK_RACE_AT_LEAVE)]
         assert errors == []
