@@ -63,7 +63,6 @@ _STATE = (
 )
 _SEQ_TIMESTAMP = struct.Struct("!HI")  # bytes 2-7 of an RTP header
 _EARLY_S = 0.0005  # a timer that fires this close before the due time counts as on time
-_FRAME_S = PTIME_S
 
 
 class SendLoop:
@@ -217,7 +216,7 @@ class _Stream:
         timer = self.timer
         if timer is not None:
             timer.cancel()
-            self._tick(_FRAME_S)
+            self._tick(PTIME_S)
 
     def _tick(self, early_s: float = _EARLY_S) -> None:
         """Send what is due (up to `early_s` ahead), then wait on a timer for the next."""

@@ -174,7 +174,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
             frame = await self._next_frame()
             standard = frame.sample_rate == SAMPLE_RATE and frame.samples == SAMPLES
             if standard and (self.muted or is_digital_silence(frame)):
-                self._queue_silence()
+                self._pending.append(self._payload(None))
                 continue
             encoder = self._speech_encoder()
             if self.muted:  # a frame of another shape: encode silence of the same timing
@@ -212,10 +212,6 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
             self._silent = True
             return OPUS_SILENCE
         return self._speech_encoder().encode_chunk(pcm) or OPUS_SILENCE
-
-    def _queue_silence(self) -> None:
-        self._pending.append(OPUS_SILENCE)
-        self._silent = True
 
     def _speech_encoder(self) -> OpusMonoEncoder:
         """The encoder for the next speech, started over if silence was sent since."""
