@@ -1,0 +1,212 @@
+"""Video device ids: parsing, listing (as chime.v1 MediaDevice) and opening.
+
+Device ids:
+  virtual:pattern[?width=640&height=480&fps=15]   a moving test pattern with a label
+  virtual:file?path=/x.mp4[&loop=1]               a video file (anything PyAV decodes)
+  virtual:frames[?width=640&height=480&fps=15]    frames fed by the API caller
+  x11:<display>[?fps=15&width=&height=]          an X11 screen, e.g. "x11::99"; width and
+                                                  height (both or neither) crop to the top left
+  v4l2:<path>[?fps=15&width=&height=]            a V4L2 camera, e.g. "v4l2:/dev/video0"
+Parameter values are URL-encoded (urllib.parse.quote) when they contain '&', '=', '#' or '%'.
+
+Errors: an unknown device (scheme or virtual source) or one that is not there (file, display,
+camera) raises NotFound; a malformed display or camera path, bad or unknown parameters raise
+InvalidArgument naming the parameter.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import parse_qsl
+
+from chime.v1 import types_pb2
+
+from chimed.devices.video_inputs import (
+    CameraSource,
+    FileSource,
+    FramesSource,
+    PatternSource,
+    ScreenSource,
+    VideoInput,
+    check_fps,
+    check_size,
+)
+from chimed.errors import InvalidArgument, NotFound
+
+DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 640, 480, 15.0
+
+T = TypeVar("T")
+
+_VIRTUAL = {
+    "pattern": "Test pattern (virtual:pattern?width=640&height=480&fps=15)",
+    "file": "Video file (virtual:file?path=...&loop=1)",
+    "frames": "Frames from the API (virtual:frames?width=640&height=480)",
+}
+_PARAMS = {
+    "pattern": {"width", "height", "fps"},
+    "file": {"path", "loop"},
+    "frames": {"width", "height", "fps"},
+    "x11": {"width", "height", "fps"},
+    "v4l2": {"width", "height", "fps"},
+}
+_DISPLAY = re.compile(r"[A-Za-z0-9.-]*:\d+(\.\d+)?")
+_CAMERA = re.compile(r"/dev/[A-Za-z0-9_./-]+")
+
+
+@dataclass(frozen=True)
+class VideoDeviceId:
+    """A parsed video device id: `scheme` (virtual, x11, v4l2), `name` (the virtual source, the
+    display or the device path) and the validated parameters."""
+
+    scheme: str
+    name: str
+    width: int | None = None
+    height: int | None = None
+    fps: float = DEFAULT_FPS
+    path: str = ""
+    loop: bool = False
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse(device_id: str) -> VideoDeviceId:
+    """Parse and validate `device_id` (see the module doc); nothing is opened."""
+    scheme, sep, rest = device_id.partition(":")
+    if not sep or scheme not in ("virtual", "x11", "v4l2"):
+        raise NotFound(
+            f"unknown video device {device_id!r}: ids start with virtual:, x11: or v4l2:"
+        )
+    name, _, query = rest.partition("?")
+    try:
+        params = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError as exc:
+        raise InvalidArgument(f"malformed parameters in video device id {device_id!r}") from exc
+    kind = name if scheme == "virtual" else scheme
+    if scheme == "virtual" and name not in _VIRTUAL:
+        raise NotFound(
+            f"unknown video device {device_id!r}; virtual sources: {', '.join(_VIRTUAL)}"
+        )
+    if scheme == "x11" and not _DISPLAY.fullmatch(name):
+        raise InvalidArgument(f"{device_id}: the display must look like ':99' or 'host:0.0'")
+    if scheme == "v4l2" and not _CAMERA.fullmatch(name):
+        raise InvalidArgument(f"{device_id}: the camera must be a device path like /dev/video0")
+    unknown = sorted(set(params) - _PARAMS[kind])
+    if unknown:
+        raise InvalidArgument(f"{device_id}: unknown parameter(s) {', '.join(unknown)}")
+    fps = _value(device_id, params, "fps", float, "a number", DEFAULT_FPS)
+    check_named(device_id, lambda: check_fps(fps))
+    if kind == "file":
+        if not params.get("path"):
+            raise InvalidArgument(f"{device_id}: virtual:file needs a path parameter")
+        loop = _value(device_id, params, "loop", _boolean, "0 or 1", False)
+        return VideoDeviceId(scheme, name, path=params["path"], loop=loop, params=params)
+    width, height = _size(device_id, params, needed=kind in ("pattern", "frames"))
+    return VideoDeviceId(scheme, name, width, height, fps, params=params)
+
+
+def check_named(device_id: str, check: Callable[[], None]) -> None:
+    """Run a validator, prefixing its InvalidArgument message with the device id."""
+    try:
+        check()
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{device_id}: {exc.message}") from None
+
+
+def _size(device_id: str, params: Mapping[str, str], needed: bool) -> tuple[int | None, int | None]:
+    if not needed and ("width" in params) != ("height" in params):
+        missing = "height" if "width" in params else "width"
+        raise InvalidArgument(f"{device_id}: width and height go together; {missing} is missing")
+    if not needed and "width" not in params:
+        return None, None
+    width = _value(device_id, params, "width", int, "a whole number", DEFAULT_WIDTH)
+    height = _value(device_id, params, "height", int, "a whole number", DEFAULT_HEIGHT)
+    check_named(device_id, lambda: check_size(width, height))
+    return width, height
+
+
+def _value(
+    device_id: str,
+    params: Mapping[str, str],
+    key: str,
+    convert: Callable[[str], T],
+    what: str,
+    default: T,
+) -> T:
+    """params[key] converted, `default` when absent; a value `convert` rejects names the key."""
+    if key not in params:
+        return default
+    try:
+        return convert(params[key])
+    except ValueError:
+        raise InvalidArgument(f"{device_id}: {key} must be {what}, got {params[key]!r}") from None
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no", ""):
+        return False
+    raise ValueError(text)
+
+
+def open_video_input(device_id: str, label: str = "") -> VideoInput:
+    """The video track for `device_id`; `label` is what a pattern shows (the external user id).
+    Blocking for files, screens and cameras (they are opened here): call those in a thread."""
+    parsed = parse(device_id)
+    size = (parsed.width, parsed.height) if parsed.width and parsed.height else None
+    if parsed.scheme == "x11":
+        return ScreenSource(parsed.name, parsed.fps, size)
+    if parsed.scheme == "v4l2":
+        return CameraSource(parsed.name, parsed.fps, size)
+    if parsed.name == "file":
+        return FileSource(parsed.path, loop=parsed.loop)
+    assert size is not None
+    if parsed.name == "pattern":
+        return PatternSource(*size, fps=parsed.fps, label=label)
+    return FramesSource(*size, fps=parsed.fps)
+
+
+# --- listing ----------------------------------------------------------------------------------
+
+
+def _device(
+    device_id: str, label: str, kind: types_pb2.MediaDeviceType.ValueType, virtual: bool
+) -> types_pb2.MediaDevice:
+    return types_pb2.MediaDevice(
+        id=device_id,
+        label=label,
+        type=kind,
+        direction=types_pb2.DEVICE_DIRECTION_INPUT,
+        kind=types_pb2.MEDIA_KIND_VIDEO,
+        virtual=virtual,
+    )
+
+
+def x11_displays(socket_dir: str = "/tmp/.X11-unix") -> list[str]:
+    """Local X displays with a server socket now (":0", ":99"...), in display order."""
+    numbers = []
+    for entry in glob.glob(os.path.join(socket_dir, "X*")):
+        digits = os.path.basename(entry)[1:]
+        if digits.isdigit():
+            numbers.append(int(digits))
+    return [f":{n}" for n in sorted(numbers)]
+
+
+def cameras(pattern: str = "/dev/video*") -> list[str]:
+    """V4L2 device nodes present now."""
+    return sorted(glob.glob(pattern))
+
+
+def video_devices() -> list[types_pb2.MediaDevice]:
+    """Cameras, then X11 screens, then the virtual sources."""
+    other = types_pb2.MEDIA_DEVICE_TYPE_OTHER
+    external = types_pb2.MEDIA_DEVICE_TYPE_VIDEO_EXTERNAL_CAMERA
+    return [
+        *(_device(f"v4l2:{path}", f"Camera {path}", external, False) for path in cameras()),
+        *(_device(f"x11:{d}", f"X11 screen {d}", other, False) for d in x11_displays()),
+        *(_device(f"virtual:{k}", v, other, True) for k, v in _VIRTUAL.items()),
+    ]
