@@ -24,11 +24,11 @@ import av
 import numpy as np
 import numpy.typing as npt
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from chime.v1 import video_pb2
 
 from chimed.devices.pcm import Pacer
 from chimed.devices.video_font import GLYPH_HEIGHT, text_mask, text_width
 from chimed.errors import InvalidArgument, NotFound
+from chimed.media.video_frames import I420, RGB24, FrameFormat, format_name
 
 CLOCK_RATE = 90_000
 TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
@@ -279,10 +279,6 @@ class FileSource(VideoInput):
         self._close()
 
 
-I420 = video_pb2.FRAME_FORMAT_I420
-RGB24 = video_pb2.FRAME_FORMAT_RGB24
-
-
 class FramesSource(VideoInput):
     """Frames fed by the caller (`feed`), sent at `fps`: each recv() gives the newest frame fed,
     the last one again when nothing new came, black before the first."""
@@ -297,7 +293,7 @@ class FramesSource(VideoInput):
         u = np.full((height // 2, width // 2), 128, dtype=np.uint8)
         self._planes: tuple[Plane, Plane, Plane] = (y, u, u.copy())
 
-    def feed(self, data: bytes, frame_format: video_pb2.FrameFormat.ValueType) -> None:
+    def feed(self, data: bytes, frame_format: FrameFormat) -> None:
         """Take one frame: I420 (planar 4:2:0) or RGB24 (packed) of exactly this source's size."""
         w, h = self.width, self.height
         if frame_format == I420:
@@ -314,10 +310,9 @@ class FramesSource(VideoInput):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             self._planes = _planes(frame.reformat(format="yuv420p"))
         else:
-            name = video_pb2.FrameFormat.Name(frame_format) if _known(frame_format) else None
             raise InvalidArgument(
                 "format must be FRAME_FORMAT_I420 or FRAME_FORMAT_RGB24, "
-                f"got {name or frame_format}"
+                f"got {format_name(frame_format)}"
             )
         self.fed += 1
 
@@ -329,10 +324,6 @@ class FramesSource(VideoInput):
 
     def _next_frame(self) -> av.VideoFrame:
         return i420_frame(*self._planes)
-
-
-def _known(value: int) -> bool:
-    return value in video_pb2.FrameFormat.values()
 
 
 class CaptureSource(VideoInput):
