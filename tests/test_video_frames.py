@@ -20,7 +20,7 @@ JPEG = video_pb2.FRAME_FORMAT_JPEG
 
 
 def pattern_frame(width: int = 640, height: int = 480) -> av.VideoFrame:
-    return PatternSource(width, height, label="viewer test")._next_frame()
+    return PatternSource(width, height, label="viewer test").draw()
 
 
 def y_plane(frame: av.VideoFrame) -> np.ndarray:
@@ -130,7 +130,7 @@ def encoded(codec: str, size: tuple[int, int], frames: int = 2, **options: str) 
     source = PatternSource(640, 480)
     out: list[bytes] = []
     for index in range(frames):
-        frame = source._next_frame().reformat(*size, format=encoder.pix_fmt)
+        frame = source.draw().reformat(*size, format=encoder.pix_fmt)
         frame.pts = index
         out.extend(bytes(p) for p in encoder.encode(frame))
     out.extend(bytes(p) for p in encoder.encode(None))

@@ -167,6 +167,10 @@ class PatternSource(VideoInput):
             region[mask] = _WHITE_Y
 
     def _next_frame(self) -> av.VideoFrame:
+        return self.draw()
+
+    def draw(self) -> av.VideoFrame:
+        """The next picture now, unpaced and without a timestamp (recv() paces and stamps)."""
         self._move_box()
         self._draw_counter()
         self.count += 1
