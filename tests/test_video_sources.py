@@ -229,6 +229,19 @@ async def test_screen_source_crops_to_a_size(xvfb: Display) -> None:
     assert (frame.width, frame.height) == (160, 120)
 
 
+async def test_screen_source_ends_when_the_server_goes(xvfb: Display) -> None:
+    source = ScreenSource(xvfb.name, fps=10)
+    assert source.wait_first(10)
+    await source.recv()
+    xvfb.process.terminate()
+    xvfb.process.wait(10)
+    with pytest.raises(MediaStreamError):
+        for _ in range(100):  # the capture thread notices within a frame or two
+            await source.recv()
+    assert source.readyState == "ended"
+    assert source.error == f"capture from {xvfb.name!r} failed: the device went away"
+
+
 def test_screen_source_without_a_server() -> None:
     with pytest.raises(NotFound, match="x11grab"):
         video_registry.open_video_input("x11::4095")

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -34,6 +36,7 @@ CLOCK_RATE = 90_000
 TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
 MAX_FPS = 60.0
 MAX_SIDE = 4096
+X11_SOCKETS = "/tmp/.X11-unix"  # where local X servers listen, one socket X<n> a display
 
 Plane = npt.NDArray[np.uint8]
 
@@ -333,12 +336,22 @@ class FramesSource(VideoInput):
 class CaptureSource(VideoInput):
     """An FFmpeg capture device (x11grab, video4linux2), read in a thread that keeps only the
     newest picture (converted to yuv420p there), which recv() sends at `fps`. The device paces
-    the thread; nothing queues. A device that fails ends the track with `error` set."""
+    the thread; nothing queues. A device that fails, or is no longer `present()` (checked each
+    frame: x11grab goes on delivering frames after its X server has gone), ends the track
+    with `error` set."""
 
-    def __init__(self, url: str, device_format: str, options: dict[str, str], fps: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        device_format: str,
+        options: dict[str, str],
+        fps: float,
+        present: Callable[[], bool] = lambda: True,
+    ) -> None:
         super().__init__(fps)
         self.url = url
         self.error: str | None = None
+        self._present = present
         try:
             self._container: Any = av.open(url, format=device_format, options=options)
         except (av.FFmpegError, OSError) as exc:
@@ -357,6 +370,9 @@ class CaptureSource(VideoInput):
             for frame in self._container.decode(video=0):
                 if self._stopping.is_set():
                     break
+                if not self._present():
+                    self.error = f"capture from {self.url!r} failed: the device went away"
+                    break
                 planes = _planes(frame.reformat(format="yuv420p"))
                 with self._fresh:
                     self._latest = planes
@@ -371,7 +387,7 @@ class CaptureSource(VideoInput):
     def _next_frame(self) -> av.VideoFrame:
         with self._fresh:
             planes = self._latest
-        if not self._thread.is_alive() and (planes is None or self.error is not None):
+        if not self._thread.is_alive():
             self.stop()
             raise MediaStreamError(self.error or f"capture from {self.url!r} ended")
         return i420_frame(*(planes or _black(self.width, self.height)))
@@ -417,7 +433,15 @@ class ScreenSource(CaptureSource):
             check_size(*size)
             options["video_size"] = f"{size[0]}x{size[1]}"
         self.display = display
-        super().__init__(display, "x11grab", options, fps)
+        super().__init__(display, "x11grab", options, fps, functools.partial(_x11_present, display))
+
+
+def _x11_present(display: str) -> bool:
+    """Whether a local display's server socket is still there (remote displays: assumed)."""
+    host, _, number = display.partition(":")
+    if host:
+        return True
+    return os.path.exists(os.path.join(X11_SOCKETS, f"X{number.partition('.')[0]}"))
 
 
 class CameraSource(CaptureSource):
@@ -433,4 +457,6 @@ class CameraSource(CaptureSource):
         if size is not None:
             check_size(*size)
             options["video_size"] = f"{size[0]}x{size[1]}"
-        super().__init__(path, "video4linux2", options, fps)
+        super().__init__(
+            path, "video4linux2", options, fps, functools.partial(os.path.exists, path)
+        )

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 from chime.v1 import types_pb2
 
 from chimed.devices.video_inputs import (
+    X11_SOCKETS,
     CameraSource,
     FileSource,
     FramesSource,
@@ -186,7 +187,7 @@ def _device(
     )
 
 
-def x11_displays(socket_dir: str = "/tmp/.X11-unix") -> list[str]:
+def x11_displays(socket_dir: str = X11_SOCKETS) -> list[str]:
     """Local X displays with a server socket now (":0", ":99"...), in display order."""
     numbers = []
     for entry in glob.glob(os.path.join(socket_dir, "X*")):
