@@ -123,6 +123,18 @@ async def test_file_source_loops(tmp_path: Path) -> None:
     assert levels[0:3] == levels[3:6] and levels[6] == levels[0]
 
 
+async def test_looped_file_that_goes_away_ends_the_track(tmp_path: Path) -> None:
+    path = tmp_path / "three.webm"
+    write_video(path, 3)
+    source = FileSource(path, loop=True)
+    path.unlink()  # the open pass plays on; the next one cannot start
+    with pytest.raises(MediaStreamError):
+        for _ in range(10):
+            await source.recv()
+    assert source.readyState == "ended"
+    assert source.error == f"video file {str(path)!r} does not exist"
+
+
 def test_file_source_errors(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="does not exist"):
         FileSource(tmp_path / "missing.webm")

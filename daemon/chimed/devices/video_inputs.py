@@ -14,9 +14,11 @@ pacing schedule, so a consumer that stalls sees the gap in the timestamps too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import functools
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from chimed.devices.pcm import Pacer
 from chimed.devices.video_font import GLYPH_HEIGHT, text_mask, text_width
-from chimed.errors import InvalidArgument, NotFound
+from chimed.errors import ChimedError, InvalidArgument, NotFound
 from chimed.media.video_frames import I420, RGB24, FrameFormat, format_name
 
 CLOCK_RATE = 90_000
@@ -81,7 +83,8 @@ def i420_frame(y: Plane, u: Plane, v: Plane) -> av.VideoFrame:
 
 
 class VideoInput(MediaStreamTrack):  # type: ignore[misc]
-    """Base of the video sources: pacing and timestamps. Subclasses supply `_next_frame()`."""
+    """Base of the video sources: pacing and timestamps. Subclasses supply `_next_frame()`, or
+    `_next()` when getting the picture may wait."""
 
     kind = "video"
 
@@ -104,10 +107,14 @@ class VideoInput(MediaStreamTrack):  # type: ignore[misc]
             await asyncio.sleep(delay)
         if self.readyState != "live":  # stopped while waiting
             raise MediaStreamError
-        frame = self._next_frame()
+        frame = await self._next()
         frame.pts = round((due - self._start) * CLOCK_RATE)
         frame.time_base = TIME_BASE
         return frame
+
+    async def _next(self) -> av.VideoFrame:
+        """The picture to send now (stamped by recv())."""
+        return self._next_frame()
 
     def _next_frame(self) -> av.VideoFrame:
         raise NotImplementedError
@@ -220,26 +227,38 @@ class PatternSource(VideoInput):
 class FileSource(VideoInput):
     """The first video stream of a file (anything FFmpeg decodes), at the stream's frame rate.
 
-    At the end it starts over when `loop`, else the track ends. Decoding runs in recv(): one
-    frame a call, so a long file costs no memory."""
+    A thread decodes a frame or two ahead of recv() (never more, so a long file costs no
+    memory, and the event loop never decodes); recv() waits for it when it falls behind. At
+    the end the file starts over when `loop`, else the track ends; a decode error, or a looped
+    file that can no longer be opened, ends the track with `error` set."""
+
+    AHEAD = 2  # decoded frames waiting at most
 
     def __init__(self, path: str | os.PathLike[str], loop: bool = False) -> None:
         self.path = os.fspath(path)
         self.loop = loop
+        self.error: str | None = None
         self._container: Any
         self._frames: Any
         self._open()
         stream = self._container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or 15
-        fps = min(float(rate), MAX_FPS)
         self.width: int = stream.codec_context.width
         self.height: int = stream.codec_context.height
-        super().__init__(fps)
+        super().__init__(min(float(rate), MAX_FPS))
         # Decode the first frame now so that a file with no decodable picture fails at open.
-        self._first: av.VideoFrame | None = self._decode()
-        if self._first is None:
+        try:
+            first = self._decode()
+        except MediaStreamError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if first is None:
             self._close()
             raise InvalidArgument(f"cannot decode video file {self.path!r}: no video frames")
+        self._ready: queue.Queue[av.VideoFrame | None] = queue.Queue(self.AHEAD)
+        self._ready.put(first)
+        self._stopping = threading.Event()
+        thread = threading.Thread(target=self._run, name=f"decode {self.path}", daemon=True)
+        thread.start()
 
     def _open(self) -> None:
         if not os.path.isfile(self.path):
@@ -268,22 +287,51 @@ class FileSource(VideoInput):
             raise MediaStreamError(f"cannot decode video file {self.path!r}: {exc}") from exc
         return frame
 
-    def _next_frame(self) -> av.VideoFrame:
-        frame, self._first = self._first, None
-        if frame is None:
-            frame = self._decode()
-        if frame is None and self.loop:
+    def _run(self) -> None:
+        """The decoding thread: fills the queue, then None at the end (or on an error)."""
+        try:
+            while True:
+                frame = self._decode()
+                if frame is None and self.loop:
+                    self._close()
+                    self._open()
+                    frame = self._decode()
+                if frame is None or not self._put(frame):
+                    break
+        except (MediaStreamError, ChimedError) as exc:
+            self.error = str(exc)
+        finally:
             self._close()
-            self._open()
-            frame = self._decode()
+            self._put(None)
+
+    # Queue waits time out now and then to see a stop: no thread outlives its track for long.
+
+    def _put(self, item: av.VideoFrame | None) -> bool:
+        while not self._stopping.is_set():
+            with contextlib.suppress(queue.Full):
+                self._ready.put(item, timeout=0.1)
+                return True
+        return False
+
+    def _take(self) -> av.VideoFrame | None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(queue.Empty):
+                return self._ready.get(timeout=0.1)
+        return None
+
+    async def _next(self) -> av.VideoFrame:
+        try:
+            frame = self._ready.get_nowait()
+        except queue.Empty:  # the decoder is behind real time: this picture comes late
+            frame = await asyncio.to_thread(self._take)
         if frame is None:
             self.stop()
-            raise MediaStreamError
+            raise MediaStreamError(self.error or f"video file {self.path!r} ended")
         return frame
 
     def stop(self) -> None:
         super().stop()
-        self._close()
+        self._stopping.set()
 
 
 class FramesSource(VideoInput):
