@@ -303,6 +303,9 @@ def test_bad_video_device_ids(device_id: str, error: type[Exception], message: s
 def test_v4l2_camera_that_is_not_there() -> None:
     with pytest.raises(NotFound, match="no camera at /dev/video9: the device does not exist"):
         video_registry.open_video_input("v4l2:/dev/video9?fps=30")
+    # A device node that is no camera gets as far as FFmpeg's V4L2 input, which refuses it.
+    with pytest.raises(NotFound, match="cannot open video4linux2 device '/dev/null'"):
+        video_registry.open_video_input("v4l2:/dev/null")
 
 
 async def test_open_virtual_sources(tmp_path: Path) -> None:

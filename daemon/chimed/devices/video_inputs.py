@@ -499,7 +499,7 @@ class CameraSource(CaptureSource):
         check_fps(fps)
         if not os.path.exists(path):
             raise NotFound(f"no camera at {path}: the device does not exist")
-        if "video4linux2" not in av.formats_available:
+        if not any("video4linux2" in name.split(",") for name in av.formats_available):
             raise NotFound(f"cannot open camera {path}: this FFmpeg has no video4linux2 input")
         options = {"framerate": f"{fps:g}"}
         if size is not None:
