@@ -82,6 +82,10 @@ def test_converter_follows_size_changes_and_rejects_bad_formats() -> None:
         out = converter.convert(pattern_frame(width, height))
         decoded = av.CodecContext.create("mjpeg", "r").decode(av.Packet(out.data))[0]
         assert (decoded.width, decoded.height) == fit_within(width, height, 200)
+    odd = av.VideoFrame.from_ndarray(np.zeros((61, 101, 3), np.uint8), format="rgb24")
+    assert len(FrameConverter(RGB24).convert(odd).data) == 101 * 61 * 3
+    i420 = FrameConverter(I420).convert(odd)  # 4:2:0 needs even sides: one column, one row less
+    assert (i420.width, i420.height, len(i420.data)) == (100, 60, 9000)
     with pytest.raises(InvalidArgument, match="got FRAME_FORMAT_UNSPECIFIED"):
         FrameConverter(video_pb2.FRAME_FORMAT_UNSPECIFIED)
     with pytest.raises(InvalidArgument, match="got 9"):
@@ -212,6 +216,22 @@ def test_emulation_prevention_bytes_are_removed() -> None:
     crafted = sps[:2] + b"\x00\x00" + sps[4:]
     escaped = sps[:2] + b"\x00\x00\x03" + sps[4:]
     assert bitstream.h264_sps_size(escaped) == bitstream.h264_sps_size(crafted) == (176, 144)
+
+
+def test_size_watcher_reports_each_new_size_once() -> None:
+    small, small_inter = encoded("libvpx", (320, 180))[:2]
+    large = encoded("libvpx", (640, 360), 1)[0]
+    vp8 = bitstream.SizeWatcher("vp8")
+    payloads = [small, small_inter, small, large, small_inter, small]
+    seen = [vp8.feed(b"\x10" + p[:20]) for p in payloads]
+    assert seen == [(320, 180), None, None, (640, 360), None, (320, 180)]
+    assert vp8.size == (320, 180)
+    h264 = bitstream.SizeWatcher("H264")
+    units = nal_units(encoded("libx264", (176, 144), 1)[0])
+    seen = [h264.feed(u) for u in units]  # SPS, PPS, SEI, IDR slices
+    assert seen[0] == (176, 144) and seen[1:] == [None] * (len(units) - 1)
+    with pytest.raises(ValueError, match="AV1"):
+        bitstream.SizeWatcher("AV1")
 
 
 def test_garbage_gives_none_and_never_raises() -> None:

@@ -7,6 +7,7 @@ views reports as its tile's size.
                                first FU-A fragment, when it carries a sequence parameter set
   h264_sps_size(nal)           a sequence parameter set NAL unit (H.264 section 7.3.2.1.1)
   h264_annexb_size(stream)     the first SPS of an Annex B byte stream (start codes)
+  SizeWatcher                  a stream's size changes, from every payload it receives
 
 Each returns (width, height), or None for anything else: an inter frame, another NAL unit, a
 truncated or corrupt header. Garbage never raises.
@@ -220,3 +221,23 @@ def h264_annexb_size(stream: bytes) -> Size | None:
         if unit and unit[0] & 0x1F == _SPS:
             return h264_sps_size(unit.rstrip(b"\x00"))  # a 4-byte start code's leading zero
     return None
+
+
+class SizeWatcher:
+    """Follows a received stream's picture size through its keyframe headers, for a stream that
+    nobody views (so nothing decodes it): feed() each RTP payload; it returns the size when a
+    keyframe shows one that differs from the last seen, else None."""
+
+    def __init__(self, codec: str) -> None:
+        parsers = {"VP8": vp8_payload_size, "H264": h264_payload_size}
+        if codec.upper() not in parsers:
+            raise ValueError(f"no keyframe size parser for codec {codec!r}")
+        self._parse = parsers[codec.upper()]
+        self.size: Size | None = None
+
+    def feed(self, payload: bytes) -> Size | None:
+        size = self._parse(payload)
+        if size is None or size == self.size:
+            return None
+        self.size = size
+        return size
