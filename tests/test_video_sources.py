@@ -317,6 +317,10 @@ async def test_open_virtual_sources(tmp_path: Path) -> None:
     assert isinstance(clip, FileSource) and clip.loop
     frames = video_registry.open_video_input("virtual:frames?width=64&height=48&fps=5")
     assert isinstance(frames, FramesSource) and frames.fps == 5
+    assert not video_registry.blocks("virtual:pattern?width=64&height=48")
+    assert all(
+        map(video_registry.blocks, ("x11::0", "v4l2:/dev/video0", f"virtual:file?path={path}"))
+    )
     for source in (pattern, clip, frames):
         frame = await source.recv()
         source.stop()

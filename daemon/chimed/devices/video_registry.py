@@ -154,9 +154,15 @@ def _boolean(text: str) -> bool:
     raise ValueError(text)
 
 
+def blocks(device_id: str) -> bool:
+    """Whether opening `device_id` blocks (a file decodes its first frame, a screen or camera
+    connects), so that an event loop should open it in a worker thread."""
+    return device_id.startswith(("virtual:file", "x11:", "v4l2:"))
+
+
 def open_video_input(device_id: str, label: str = "") -> VideoInput:
     """The video track for `device_id`; `label` is what a pattern shows (the external user id).
-    Blocking for files, screens and cameras (they are opened here): call those in a thread."""
+    Blocking for the ids that `blocks`."""
     parsed = parse(device_id)
     size = (parsed.width, parsed.height) if parsed.width and parsed.height else None
     if parsed.scheme == "x11":
