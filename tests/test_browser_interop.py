@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from chime.v1 import audio_pb2, meeting_pb2, session_pb2, types_pb2
-from chimed.embedded.web import DIST_DIR
+from chimed.embedded.meeting_page import DIST_DIR
 from google.protobuf import struct_pb2
 
 from tests.browser import Browser, BrowserError, Page

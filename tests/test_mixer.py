@@ -26,6 +26,7 @@ from chimed.embedded.audio_levels import (
     MetadataTracker,
     metadata_volume,
 )
+from chimed.embedded.meetings import Meeting
 from chimed.embedded.mixer import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
@@ -35,7 +36,6 @@ from chimed.embedded.mixer import (
     saturate,
 )
 from chimed.embedded.opus_out import SharedOpus
-from chimed.embedded.registry import Meeting
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import OPUS_SILENCE, first_audio_codec
 

@@ -463,9 +463,9 @@ async def test_delete_meeting_and_attendee_end_sessions(chimed: Any) -> None:
 async def test_non_json_data_arrives_as_raw_bytes(chimed: Any, daemon: Any) -> None:
     """Another client (here chimed's own ChimeSession, in this test process) may send bytes
     that are not a JSON object: observers get them as raw data, with no json."""
+    from chimed.session.chime_session import ChimeSession
     from chimed.session.config import SessionConfig
     from chimed.session.observers import ObserverHub
-    from chimed.session.session import ChimeSession
 
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")

@@ -1,4 +1,4 @@
-"""PortAudio (sounddevice) access shared by the hardware devices and the registry.
+"""PortAudio (sounddevice) access shared by the hardware devices and the openers (opening.py).
 
 PortAudio enumerates devices once, in Pa_Initialize, and keeps that list until Pa_Terminate;
 re-initializing while a stream is open invalidates the stream. So this process never

@@ -7,9 +7,9 @@ the attendee present) and pushed to the meeting's mixer; the attendee receives o
 inactive until video forwarding exists.
 
 The mixer is the seam for real mixing: `Mixer.push` takes a speaker's decoded frames,
-`Mixer.pull` gives a listener's next chunk of PCM (chimed.embedded.mixer.AudioMixer; the
-`SilenceMixer` stand-in hears nothing). Every `metadata_interval` the meeting's speaker levels
-and receivers' packet loss become AUDIO_METADATA attendee states, handed to `on_audio_metadata`.
+`Mixer.pull` gives a listener's next chunk of PCM (chimed.embedded.mixer.AudioMixer). Every
+`metadata_interval` the meeting's speaker levels and receivers' packet loss become
+AUDIO_METADATA attendee states, handed to `on_audio_metadata`.
 """
 
 from __future__ import annotations
@@ -69,28 +69,6 @@ class Mixer(Protocol):
     def is_shared(self, pcm: bytes) -> bool:
         """Whether `pcm` (from `pull`) is a mix every non-speaking listener gets, as is."""
         ...
-
-
-class SilenceMixer:
-    """Hears nothing, says nothing: the stand-in until real mixing lands."""
-
-    def push(self, speaker: int, frame: AudioFrame) -> None:
-        pass
-
-    def pull(self, listener: int, samples: int) -> bytes | None:
-        return None
-
-    def remove(self, stream_id: int) -> None:
-        pass
-
-    def set_muted(self, stream_id: int, muted: bool) -> None:
-        pass
-
-    def take_levels(self) -> dict[int, float]:
-        return {}
-
-    def is_shared(self, pcm: bytes) -> bool:
-        return False
 
 
 class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]

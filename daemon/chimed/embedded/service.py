@@ -18,11 +18,11 @@ from aiohttp import WSCloseCode, web
 
 from chimed.embedded.control_plane import add_control_plane
 from chimed.embedded.events_ingestion import add_event_ingestion_routes
-from chimed.embedded.registry import Registry
+from chimed.embedded.meeting_page import add_web_routes
+from chimed.embedded.meetings import Registry
 from chimed.embedded.signaling_server import TurnCredentials
 from chimed.embedded.signaling_server import install as install_signaling
-from chimed.embedded.turn import TurnRelay
-from chimed.embedded.web import add_web_routes
+from chimed.embedded.turn_relay import TurnRelay
 from chimed.errors import InvalidArgument
 from chimed.media.ice import use_loopback_stun_timers
 

@@ -29,7 +29,7 @@ from chime.signaling import signaling_pb2 as pb
 
 from chimed.embedded.data_messages import DataMessages
 from chimed.embedded.media_server import MediaServer
-from chimed.embedded.registry import Attendee, Meeting, Registry
+from chimed.embedded.meetings import Attendee, Meeting, Registry
 from chimed.embedded.room import Announcement, Room
 from chimed.embedded.sdp_compression import SdpCodec, SdpCompressionError
 from chimed.media.ice import pin_host_addresses

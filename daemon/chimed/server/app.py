@@ -3,7 +3,6 @@ the control-plane client and, by default, the embedded Chime service in the same
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -28,7 +27,7 @@ from chime.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from chimed.devices import registry
+from chimed.devices import opening
 from chimed.errors import InvalidArgument
 from chimed.media import jitter
 from chimed.media.ice import pin_host_addresses
@@ -122,7 +121,6 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.tcp_port: int | None = None
-        self._stopped = asyncio.Event()
 
     async def _control_plane(self) -> MeetingsClient:
         cp = self.config.control_plane
@@ -192,13 +190,9 @@ class Daemon:
         if self.embedded is not None:
             await self.embedded.stop()
         await drain_closing()
-        await registry.settle()  # no audio device outlives the daemon
+        await opening.settle()  # no audio device outlives the daemon
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.config.socket_path)
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
 
 def _tls_credentials(cert: str, key: str) -> grpc.ServerCredentials:

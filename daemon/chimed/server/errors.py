@@ -12,7 +12,7 @@ import grpc
 from chime.v1 import types_pb2
 
 from chimed.errors import ChimedError
-from chimed.session.session import SessionStateError, SessionStoppedError
+from chimed.session.chime_session import SessionStateError, SessionStoppedError
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.FAILED_PRECONDITION, str(e)
     if isinstance(e, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(e) or "timed out"
-    # The devices layer's contract (registry.py): LookupError for an unknown id, ValueError
-    # for a bad one. KeyError / IndexError are bugs, not answers.
+    # The devices layer's contract (devices/ids.py, opening.py): LookupError for an unknown
+    # id, ValueError for a bad one. KeyError / IndexError are bugs, not answers.
     if isinstance(e, LookupError) and not isinstance(e, KeyError | IndexError):
         return grpc.StatusCode.NOT_FOUND, _text(e)
     if isinstance(e, ValueError) and type(e) is ValueError:

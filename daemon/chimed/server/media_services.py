@@ -40,16 +40,16 @@ class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
     @unary
     async def Mute(self, request: audio_pb2.MuteRequest, context: Ctx) -> audio_pb2.MuteResponse:
         session = self.manager.get(request.session_id)
-        await session.core.set_muted(True)
-        return audio_pb2.MuteResponse(muted=session.core.muted)
+        await session.chime_session.set_muted(True)
+        return audio_pb2.MuteResponse(muted=session.chime_session.muted)
 
     @unary
     async def Unmute(
         self, request: audio_pb2.UnmuteRequest, context: Ctx
     ) -> audio_pb2.UnmuteResponse:
         session = self.manager.get(request.session_id)
-        await session.core.set_muted(False)
-        return audio_pb2.UnmuteResponse(muted=session.core.muted)
+        await session.chime_session.set_muted(False)
+        return audio_pb2.UnmuteResponse(muted=session.chime_session.muted)
 
     @unary
     async def GetDevices(

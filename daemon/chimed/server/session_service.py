@@ -13,9 +13,9 @@ from google.protobuf.message import Message
 
 from chimed.errors import FailedPrecondition, InvalidArgument
 from chimed.server.errors import Servicer, abort_with, streaming, unary
+from chimed.session.chime_session import state_name
 from chimed.session.events import ObserverKind
 from chimed.session.manager import TOPIC_RE, ManagedSession, SessionManager
-from chimed.session.session import state_name
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 START_WAIT_TIMEOUT_S = 30.0
@@ -87,9 +87,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self, request: session_pb2.StartRequest, context: Ctx
     ) -> session_pb2.StartResponse:
         session = self.manager.get(request.session_id)
-        await session.core.start()
+        await session.chime_session.start()
         if request.wait:
-            await session.core.wait_started(START_WAIT_TIMEOUT_S)
+            await session.chime_session.wait_started(START_WAIT_TIMEOUT_S)
         return session_pb2.StartResponse(session=session.to_proto())
 
     @unary
@@ -97,7 +97,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self, request: session_pb2.StopRequest, context: Ctx
     ) -> session_pb2.StopResponse:
         session = self.manager.get(request.session_id)
-        await session.core.stop()
+        await session.chime_session.stop()
         return session_pb2.StopResponse(session=session.to_proto())
 
     @unary
@@ -115,11 +115,11 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         ).encode()
         if len(data) > 2048:
             raise InvalidArgument(f"message is {len(data)} bytes as JSON; at most 2048 are allowed")
-        if session.core.state != session_pb2.SESSION_STATE_STARTED:
-            state = state_name(session.core.state)
+        if session.chime_session.state != session_pb2.SESSION_STATE_STARTED:
+            state = state_name(session.chime_session.state)
             raise FailedPrecondition(f"session {session.session_id} is {state}; start it first")
         try:
-            sent = await session.core.send_message(topic, data, request.lifetime_ms)
+            sent = await session.chime_session.send_message(topic, data, request.lifetime_ms)
         except ValueError as e:
             raise InvalidArgument(str(e)) from None
         return session_pb2.SendMessageResponse(data_message=sent)

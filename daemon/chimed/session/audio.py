@@ -7,10 +7,9 @@ the event loop (pactl, PortAudio block): a start opens virtual devices at once a
 a worker thread right after, sending silence (input) and draining (output) meanwhile; a
 hardware device that cannot be opened then falls back like a lost one. SetDevice opens in a
 worker thread; CreateSession and SetDevice before a start check a hardware id against the
-current device list only (it exists, the direction fits), without opening it. The core is given two
-long-lived seams once: an InputSwitch track (forwards the current input; a switch never ends
-what aiortc sends) and a MixFanout consumer (one reader of the received mix, copying frames to
-the output device and to every PCM listener, each through its own bounded MixTap).
+current device list only (it exists, the direction fits), without opening it. The core is
+given the two long-lived seams of audio_tracks.py once: the InputSwitch it sends and the
+MixFanout that reads the received mix for the output device and every PCM listener.
 
 Device observers get the daemon's device list (DeviceMonitor) and, when a hardware device in
 use vanishes, the session falls back to silence or the null sink and says so
@@ -23,26 +22,22 @@ FailedPrecondition for PCM feeds of a session that is not running.
 from __future__ import annotations
 
 import asyncio
-import fractions
-import functools
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import TypeAlias, TypeVar
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import TypeAlias
 
-import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 from chime.v1 import events_pb2, session_pb2, types_pb2
 
-from chimed.devices import registry
+from chimed.devices import listing, opening
 from chimed.devices.audio_inputs import AudioInput, PcmFeedInput, SilenceInput
 from chimed.devices.audio_outputs import AudioOutput, NullOutput, PcmFeedOutput
-from chimed.devices.pcm import Chunk
 from chimed.errors import FailedPrecondition
+from chimed.session.audio_tracks import InputSwitch, MixFanout, MixTap
+from chimed.session.chime_session import ChimeSession
 from chimed.session.device_monitor import DeviceMonitor, Devices
 from chimed.session.events import ObserverKind
 from chimed.session.observers import Observer, ObserverHub
-from chimed.session.session import ChimeSession
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +47,7 @@ OUTPUT = types_pb2.DEVICE_DIRECTION_OUTPUT
 DEFAULT_INPUT = "virtual:silence"
 DEFAULT_OUTPUT = "virtual:null"
 PCM = "virtual:pcm"
-TAP_FRAMES = 50  # 1 s of 20 ms frames per listener; a slower one loses the oldest
 DEVICE = ObserverKind.DEVICE
-_T = TypeVar("_T")
 
 
 def _slot(direction: Direction) -> str:
@@ -65,142 +58,9 @@ def _default(direction: Direction) -> str:
     return DEFAULT_INPUT if direction == INPUT else DEFAULT_OUTPUT
 
 
-class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
-    """Forwards the current source; a source swapped (and stopped) under a pending recv()
-    is simply replaced, and one that ends on its own is reported to `on_ended`, which
-    installs a fallback. Timestamps are restamped so they run on across sources.
-    read_mono() forwards the sources' raw 20 ms chunks the same way (the sender's fast path),
-    and due()/take_mono() those of a source on the Pacer's clock (the sender's timer)."""
-
-    kind = "audio"
-
-    def __init__(
-        self, source: AudioInput, on_ended: Callable[[MediaStreamTrack, str], None]
-    ) -> None:
-        super().__init__()
-        self.source = source
-        self.on_ended = on_ended
-        self._pts = 0
-
-    async def recv(self) -> av.AudioFrame:
-        frame = await self._pull(lambda source: source.recv())
-        if not isinstance(frame, av.AudioFrame):
-            raise MediaStreamError("the audio input gave a frame that is not audio")
-        frame.pts = self._pts
-        frame.time_base = _time_base(frame.sample_rate)
-        self._pts += frame.samples
-        return frame
-
-    async def read_mono(self) -> Chunk:
-        return await self._pull(lambda source: source.read_mono())
-
-    def due(self, now: float) -> float | None:
-        """The current source's due(): None unless it runs on the Pacer's clock."""
-        return self.source.due(now) if self.readyState == "live" else None
-
-    def take_mono(self) -> Chunk:
-        """The current source's take_mono(); when it fails, the fallback is installed and this
-        frame is silence (the reader asks the new source's due() before the next)."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        source = self.source
-        try:
-            return source.take_mono()
-        except Exception as exc:
-            self._failed(source, exc)
-            return None
-
-    async def _pull(self, get: Callable[[AudioInput], Awaitable[_T]]) -> _T:
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            source = self.source
-            try:
-                return await get(source)
-            except Exception as exc:  # an input that fails must not end what aiortc sends
-                self._failed(source, exc)
-
-    def _failed(self, source: AudioInput, exc: Exception) -> None:
-        """Report `source` ended to on_ended (which installs a fallback) unless it was already
-        replaced; raises MediaStreamError when there is nothing to go on with."""
-        if self.readyState != "live":
-            raise MediaStreamError from exc
-        if source is self.source:
-            reason = getattr(source, "error", None) or (
-                "it ended" if isinstance(exc, MediaStreamError) else repr(exc)
-            )
-            self.on_ended(source, reason)
-            if source is self.source:
-                raise MediaStreamError from exc  # nothing to fall back to
-
-
-@functools.lru_cache(maxsize=8)
-def _time_base(sample_rate: int) -> fractions.Fraction:
-    return fractions.Fraction(1, sample_rate)
-
-
-class MixTap(MediaStreamTrack):  # type: ignore[misc]
-    """One listener's copy of the received mix, at most TAP_FRAMES behind."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._frames: deque[av.AudioFrame] = deque(maxlen=TAP_FRAMES)
-        self._ready = asyncio.Event()
-
-    def put(self, frame: av.AudioFrame) -> None:
-        self._frames.append(frame)
-        self._ready.set()
-
-    async def recv(self) -> av.AudioFrame:
-        while not self._frames:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        return self._frames.popleft()
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
-
-
-class MixFanout:
-    """The session's audio consumer: reads the received mix and hands each frame to every
-    tap. `on_demand(wanted)` hears when the first tap comes and the last one goes: with no
-    tap nothing hears the mix, and the peer can drop it undecoded."""
-
-    def __init__(self, on_demand: Callable[[bool], None] | None = None) -> None:
-        self._taps: set[MixTap] = set()
-        self._on_demand = on_demand
-
-    def tap(self) -> MixTap:
-        tap = MixTap()
-        self._taps.add(tap)
-        if len(self._taps) == 1 and self._on_demand is not None:
-            self._on_demand(True)
-        return tap
-
-    def untap(self, tap: MixTap) -> None:
-        if tap in self._taps:
-            self._taps.discard(tap)
-            if not self._taps and self._on_demand is not None:
-                self._on_demand(False)
-        tap.stop()
-
-    async def consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            frame = await track.recv()  # MediaStreamError ends it; the peer expects that
-            if not isinstance(frame, av.AudioFrame):
-                continue
-            for tap in tuple(self._taps):
-                tap.put(frame)
-
-
 def _virtual_device(device_id: str, direction: Direction) -> types_pb2.MediaDevice | None:
     base = device_id.partition("?")[0]
-    for device in registry.virtual_devices():
+    for device in listing.virtual_devices():
         if device.id == base and device.direction == direction:
             out = types_pb2.MediaDevice()
             out.CopyFrom(device)
@@ -222,7 +82,7 @@ async def directions_of(
             if device is not None:
                 found[direction] = device
     elif device_id.startswith("hw:"):
-        listed = await (monitor.list() if monitor is not None else registry.list_devices())
+        listed = await (monitor.list() if monitor is not None else listing.list_devices())
         for device in listed:
             if device.id == device_id:
                 found[device.direction] = device
@@ -267,7 +127,7 @@ async def check_device(
         if direction not in found:
             raise _wrong_direction(device_id, list(found), direction)
         return found[direction]
-    await release(await registry.open_async(device_id, direction))
+    await release(await opening.open_async(device_id, direction))
     return _describe(device_id, direction)
 
 
@@ -347,9 +207,9 @@ class SessionAudio:
         if self.is_open:
             return
         pending = {d for d in (INPUT, OUTPUT) if self._selected(d).startswith("hw:")}
-        audio_input = SilenceInput() if INPUT in pending else registry.open_input(self.input_id)
+        audio_input = SilenceInput() if INPUT in pending else opening.open_input(self.input_id)
         try:
-            output = NullOutput() if OUTPUT in pending else registry.open_output(self.output_id)
+            output = NullOutput() if OUTPUT in pending else opening.open_output(self.output_id)
         except BaseException:
             audio_input.stop()
             raise
@@ -367,7 +227,7 @@ class SessionAudio:
                     continue
                 device_id = self._selected(direction)
                 try:
-                    device = await registry.open_async(device_id, direction)
+                    device = await opening.open_async(device_id, direction)
                 except Exception as e:  # pactl, PortAudio: whatever it is, fall back
                     if direction in self._pending and self.is_open:
                         self._select(direction, _default(direction))
@@ -375,7 +235,7 @@ class SessionAudio:
                     continue
                 # The lock keeps close() out; a lost-device check may have moved on meanwhile.
                 if direction not in self._pending or not self.is_open:
-                    registry.discard(device)
+                    opening.discard(device)
                     continue
                 if isinstance(device, AudioInput):
                     self._swap_input(device, device_id)
@@ -472,7 +332,7 @@ class SessionAudio:
         # A start may have opened the devices during those awaits: then switch for real (a
         # stop cannot close them under us: close() waits for the lock we hold).
         if self.is_open:
-            device = await registry.open_async(device_id, direction)
+            device = await opening.open_async(device_id, direction)
             if isinstance(device, AudioInput):
                 self._swap_input(device, device_id)
             else:

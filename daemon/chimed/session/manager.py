@@ -12,19 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
-from chime.v1 import events_pb2, session_pb2, types_pb2
+from chime.v1 import events_pb2, session_pb2
 from google.protobuf.message import Message
 
 from chimed.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from chimed.meetings.convert import attendee_from_json, meeting_from_json, parse_document
 from chimed.session.audio import SessionAudio, check_selection
+from chimed.session.chime_session import ChimeSession
 from chimed.session.config import SessionConfig
 from chimed.session.device_monitor import DeviceMonitor
 from chimed.session.events import ObserverKind
 from chimed.session.observers import ObserverHub
 from chimed.session.realtime import RealtimeAudio
 from chimed.session.roster import Roster
-from chimed.session.session import ChimeSession
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ SnapshotFn = Callable[["ManagedSession", ObserverKind], list[tuple[str, Message]
 class ManagedSession:
     session_id: str
     config: SessionConfig
-    core: ChimeSession
+    chime_session: ChimeSession  # the meeting connection (signaling and media)
     hub: ObserverHub
     devices: session_pb2.DeviceSelection  # kept current by `audio`
     audio: SessionAudio
@@ -56,7 +56,7 @@ class ManagedSession:
         )
         out = session_pb2.Session(
             session_id=self.session_id,
-            state=self.core.state,
+            state=self.chime_session.state,
             meeting_id=c.meeting_id,
             attendee_id=c.attendee_id,
             external_meeting_id=c.external_meeting_id,
@@ -76,19 +76,19 @@ class ManagedSession:
             ),
             credentials=creds,
             observers=self.hub.counts(),
-            muted=self.core.muted,
+            muted=self.chime_session.muted,
             devices=self.devices,
         )
         out.create_time.FromNanoseconds(self.create_time_ns)
-        if self.core.start_time is not None:
-            out.start_time.FromNanoseconds(int(self.core.start_time * 1e9))
-        if self.core.last_status is not None:
-            out.last_status.CopyFrom(self.core.last_status)
+        if self.chime_session.start_time is not None:
+            out.start_time.FromNanoseconds(int(self.chime_session.start_time * 1e9))
+        if self.chime_session.last_status is not None:
+            out.last_status.CopyFrom(self.chime_session.last_status)
         return out
 
     def snapshot(self, kind: ObserverKind) -> list[tuple[str, Message]]:
         """The current state a new stream of this kind starts with."""
-        state = self.core.state
+        state = self.chime_session.state
         out: list[tuple[str, Message]] = []
         if kind is ObserverKind.AUDIO_VIDEO:
             if state == session_pb2.SESSION_STATE_CONNECTING:
@@ -105,10 +105,10 @@ class ManagedSession:
             elif state == session_pb2.SESSION_STATE_STARTED:
                 out.append(("audio_session_started", events_pb2.AudioSessionStarted()))
         elif kind is ObserverKind.REALTIME:
-            present = self.core.attendees()
+            present = self.chime_session.attendees()
             if present:
                 out.append(("attendees_joined", events_pb2.AttendeesJoined(attendees=present)))
-            muted = self.core.muted_attendees()
+            muted = self.chime_session.muted_attendees()
             if muted:
                 out.append(("attendees_muted", events_pb2.AttendeesMuted(attendees=muted)))
         return out
@@ -250,7 +250,7 @@ class SessionManager:
         session = self.get(session_id)
         del self.sessions[session_id]
         try:
-            await session.core.stop()
+            await session.chime_session.stop()
         finally:
             session.hub.close(grpc.StatusCode.OK, "session deleted")
             await session.audio.delete()
@@ -261,7 +261,9 @@ class SessionManager:
         """Leave every meeting properly and end every stream (UNAVAILABLE)."""
         sessions = list(self.sessions.values())
         self.sessions.clear()
-        results = await asyncio.gather(*(s.core.stop() for s in sessions), return_exceptions=True)
+        results = await asyncio.gather(
+            *(s.chime_session.stop() for s in sessions), return_exceptions=True
+        )
         for session, result in zip(sessions, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("session %s did not stop cleanly: %r", session.session_id, result)
@@ -269,7 +271,3 @@ class SessionManager:
             await session.audio.delete()
             await session.realtime.close()
         await self.devices.close()
-
-
-def attendee_info(attendee_id: str, external_user_id: str) -> types_pb2.AttendeeInfo:
-    return types_pb2.AttendeeInfo(attendee_id=attendee_id, external_user_id=external_user_id)
