@@ -20,7 +20,8 @@ from google.protobuf.message import Message
 
 from chimed.session.events import ObserverKind
 
-EVENT_TYPES: dict[ObserverKind, type[Message]] = {
+# Each is built with session_id and sequence, fields every event message has.
+EVENT_TYPES: dict[ObserverKind, Callable[..., Message]] = {
     ObserverKind.ACTIVE_SPEAKER: events_pb2.ActiveSpeakerEvent,
     ObserverKind.AUDIO_VIDEO: events_pb2.AudioVideoEvent,
     ObserverKind.DATA_MESSAGE: events_pb2.DataMessageEvent,
