@@ -192,7 +192,7 @@ async def test_video_answers_unimplemented_clearly(chimed: Any) -> None:
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "VideoService/StartLocal is not implemented" in (info.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await chimed.video.GetDevices(video_pb2.GetVideoDevicesRequest())
+        await chimed.video.GetDevices(video_pb2.VideoServiceGetDevicesRequest())
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     view = EventStream(
         chimed.video.BindView(video_pb2.BindViewRequest(session_id=session.session_id, tile_id=1))

@@ -59,6 +59,62 @@ async def test_create_get_list_delete(chimed: Any) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
 
 
+async def _pages(chimed: Any, page_size: int, page_token: str = "") -> list[tuple[list[str], str]]:
+    """(session ids, next_page_token) of each page from page_token to the last."""
+    pages = []
+    while True:
+        got = await chimed.sessions.ListSessions(
+            S.ListSessionsRequest(page_size=page_size, page_token=page_token)
+        )
+        page_token = got.next_page_token
+        pages.append(([s.session_id for s in got.sessions], page_token))
+        if not page_token:
+            return pages
+
+
+def _ids(pages: list[tuple[list[str], str]]) -> list[str]:
+    return [sid for ids, _ in pages for sid in ids]
+
+
+async def test_list_sessions_pages_oldest_first(chimed: Any) -> None:
+    meeting = await create_meeting(chimed)
+    created = [(await create_session(chimed, meeting, f"p{i}")).session_id for i in range(101)]
+    try:
+        first = await chimed.sessions.ListSessions(S.ListSessionsRequest())
+        assert len(first.sessions) == 100 and first.next_page_token  # the default page size
+        everything = _ids(await _pages(chimed, 100))
+        assert everything[-101:] == created  # oldest first; nothing repeated or missed
+        assert _ids(await _pages(chimed, 7)) == everything
+        token_after = {ids[0]: token for ids, token in await _pages(chimed, 1)}
+
+        # Deleting the session a token points after shifts nothing; a new one comes last.
+        gone = created.pop(2)
+        await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=gone))
+        created.append((await create_session(chimed, meeting, "late")).session_id)
+        assert _ids(await _pages(chimed, 3, token_after[gone])) == created[2:]
+    finally:
+        for sid in created:
+            await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "fragment"),
+    [
+        ({"page_size": -1}, "page_size must be 1-100, or 0 for 100"),
+        ({"page_size": 101}, "page_size must be 1-100, or 0 for 100"),
+        ({"page_token": "not a token"}, "page_token is not one this RPC returned"),
+        ({"page_token": "WyJ4Il0"}, "page_token is not one this RPC returned"),  # ["x"]
+    ],
+)
+async def test_list_sessions_rejects_bad_paging(
+    chimed: Any, request_kwargs: dict[str, Any], fragment: str
+) -> None:
+    code, details = await _code(
+        chimed.sessions.ListSessions(S.ListSessionsRequest(**request_kwargs))
+    )
+    assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, fragment)
+
+
 async def test_create_from_boto3_json(chimed: Any) -> None:
     meeting = await create_meeting(chimed)
     attendee = await create_attendee(chimed, meeting, "json-user")

@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 
 from chimed.errors import FailedPrecondition, InvalidArgument
 from chimed.server.errors import Servicer, abort_with, streaming, unary
+from chimed.server.paging import page
 from chimed.session.events import ObserverKind
 from chimed.session.manager import TOPIC_RE, ManagedSession, SessionManager
 from chimed.session.session import state_name
@@ -68,11 +69,15 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     async def ListSessions(
         self, request: session_pb2.ListSessionsRequest, context: Ctx
     ) -> session_pb2.ListSessionsResponse:
+        sessions, next_page_token = page(
+            self.manager.sessions.values(),
+            lambda s: (s.create_time_ns, s.session_id),
+            request.page_size,
+            request.page_token,
+        )
         return session_pb2.ListSessionsResponse(
-            sessions=[
-                s.to_proto(include_join_token=request.include_join_token)
-                for s in self.manager.sessions.values()
-            ]
+            sessions=[s.to_proto(include_join_token=request.include_join_token) for s in sessions],
+            next_page_token=next_page_token,
         )
 
     @unary

@@ -192,9 +192,11 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddActiveSpeakerObserver(self, request, context):
-        """One server-streaming RPC per observer contract. A stream first carries the current
-        state where that has meaning, then changes, until it is removed (OK) or the session is
-        deleted or the daemon stops.
+        """One server-streaming RPC per observer contract, each streaming that contract's event
+        message (events.proto) rather than an Add...Response (see buf.yaml). The response headers
+        arrive as soon as the observer is registered: every event after that reaches the stream.
+        A stream then carries the current state where that has meaning, then changes, until it is
+        removed (OK) or the session is deleted or the daemon stops.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

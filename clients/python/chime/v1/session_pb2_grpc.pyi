@@ -50,9 +50,11 @@ class SessionServiceStub:
     SendMessage: _grpc.UnaryUnaryMultiCallable[_session_pb2.SendMessageRequest, _session_pb2.SendMessageResponse]
     """The seed's sendMessage(message: object): a JSON object on the session's topic."""
     AddActiveSpeakerObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddActiveSpeakerObserverRequest, _events_pb2.ActiveSpeakerEvent]
-    """One server-streaming RPC per observer contract. A stream first carries the current
-    state where that has meaning, then changes, until it is removed (OK) or the session is
-    deleted or the daemon stops.
+    """One server-streaming RPC per observer contract, each streaming that contract's event
+    message (events.proto) rather than an Add...Response (see buf.yaml). The response headers
+    arrive as soon as the observer is registered: every event after that reaches the stream.
+    A stream then carries the current state where that has meaning, then changes, until it is
+    removed (OK) or the session is deleted or the daemon stops.
     """
     AddAudioVideoObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddAudioVideoObserverRequest, _events_pb2.AudioVideoEvent]
     AddDataMessageObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddDataMessageObserverRequest, _events_pb2.DataMessageEvent]
@@ -89,9 +91,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     SendMessage: _aio.UnaryUnaryMultiCallable[_session_pb2.SendMessageRequest, _session_pb2.SendMessageResponse]  # type: ignore[assignment]
     """The seed's sendMessage(message: object): a JSON object on the session's topic."""
     AddActiveSpeakerObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddActiveSpeakerObserverRequest, _events_pb2.ActiveSpeakerEvent]  # type: ignore[assignment]
-    """One server-streaming RPC per observer contract. A stream first carries the current
-    state where that has meaning, then changes, until it is removed (OK) or the session is
-    deleted or the daemon stops.
+    """One server-streaming RPC per observer contract, each streaming that contract's event
+    message (events.proto) rather than an Add...Response (see buf.yaml). The response headers
+    arrive as soon as the observer is registered: every event after that reaches the stream.
+    A stream then carries the current state where that has meaning, then changes, until it is
+    removed (OK) or the session is deleted or the daemon stops.
     """
     AddAudioVideoObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddAudioVideoObserverRequest, _events_pb2.AudioVideoEvent]  # type: ignore[assignment]
     AddDataMessageObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddDataMessageObserverRequest, _events_pb2.DataMessageEvent]  # type: ignore[assignment]
@@ -173,9 +177,11 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.AddActiveSpeakerObserverRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_events_pb2.ActiveSpeakerEvent], _abc.AsyncIterator[_events_pb2.ActiveSpeakerEvent]]:
-        """One server-streaming RPC per observer contract. A stream first carries the current
-        state where that has meaning, then changes, until it is removed (OK) or the session is
-        deleted or the daemon stops.
+        """One server-streaming RPC per observer contract, each streaming that contract's event
+        message (events.proto) rather than an Add...Response (see buf.yaml). The response headers
+        arrive as soon as the observer is registered: every event after that reaches the stream.
+        A stream then carries the current state where that has meaning, then changes, until it is
+        removed (OK) or the session is deleted or the daemon stops.
         """
 
     @_abc_1.abstractmethod

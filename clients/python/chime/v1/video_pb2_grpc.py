@@ -57,8 +57,8 @@ class VideoServiceStub:
                 _registered_method=True)
         self.GetDevices = channel.unary_unary(
                 '/chime.v1.VideoService/GetDevices',
-                request_serializer=chime_dot_v1_dot_video__pb2.GetVideoDevicesRequest.SerializeToString,
-                response_deserializer=chime_dot_v1_dot_video__pb2.GetVideoDevicesResponse.FromString,
+                request_serializer=chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesRequest.SerializeToString,
+                response_deserializer=chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesResponse.FromString,
                 _registered_method=True)
         self.GetActiveCamera = channel.unary_unary(
                 '/chime.v1.VideoService/GetActiveCamera',
@@ -111,7 +111,9 @@ class VideoServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDevices(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+        plain GetDevicesRequest / GetDevicesResponse in this package.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -165,8 +167,8 @@ def add_VideoServiceServicer_to_server(servicer, server):
             ),
             'GetDevices': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDevices,
-                    request_deserializer=chime_dot_v1_dot_video__pb2.GetVideoDevicesRequest.FromString,
-                    response_serializer=chime_dot_v1_dot_video__pb2.GetVideoDevicesResponse.SerializeToString,
+                    request_deserializer=chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesRequest.FromString,
+                    response_serializer=chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesResponse.SerializeToString,
             ),
             'GetActiveCamera': grpc.unary_unary_rpc_method_handler(
                     servicer.GetActiveCamera,
@@ -323,8 +325,8 @@ class VideoService:
             request,
             target,
             '/chime.v1.VideoService/GetDevices',
-            chime_dot_v1_dot_video__pb2.GetVideoDevicesRequest.SerializeToString,
-            chime_dot_v1_dot_video__pb2.GetVideoDevicesResponse.FromString,
+            chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesRequest.SerializeToString,
+            chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,7 +37,10 @@ class VideoServiceStub:
     StopLocal: _grpc.UnaryUnaryMultiCallable[_video_pb2.StopLocalRequest, _video_pb2.StopLocalResponse]
     StartRemote: _grpc.UnaryUnaryMultiCallable[_video_pb2.StartRemoteRequest, _video_pb2.StartRemoteResponse]
     StopRemote: _grpc.UnaryUnaryMultiCallable[_video_pb2.StopRemoteRequest, _video_pb2.StopRemoteResponse]
-    GetDevices: _grpc.UnaryUnaryMultiCallable[_video_pb2.GetVideoDevicesRequest, _video_pb2.GetVideoDevicesResponse]
+    GetDevices: _grpc.UnaryUnaryMultiCallable[_video_pb2.VideoServiceGetDevicesRequest, _video_pb2.VideoServiceGetDevicesResponse]
+    """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+    plain GetDevicesRequest / GetDevicesResponse in this package.
+    """
     GetActiveCamera: _grpc.UnaryUnaryMultiCallable[_video_pb2.GetActiveCameraRequest, _video_pb2.GetActiveCameraResponse]
     SwitchCamera: _grpc.UnaryUnaryMultiCallable[_video_pb2.SwitchCameraRequest, _video_pb2.SwitchCameraResponse]
     BindView: _grpc.UnaryStreamMultiCallable[_video_pb2.BindViewRequest, _video_pb2.BindViewResponse]
@@ -52,7 +55,10 @@ class VideoServiceAsyncStub(VideoServiceStub):
     StopLocal: _aio.UnaryUnaryMultiCallable[_video_pb2.StopLocalRequest, _video_pb2.StopLocalResponse]  # type: ignore[assignment]
     StartRemote: _aio.UnaryUnaryMultiCallable[_video_pb2.StartRemoteRequest, _video_pb2.StartRemoteResponse]  # type: ignore[assignment]
     StopRemote: _aio.UnaryUnaryMultiCallable[_video_pb2.StopRemoteRequest, _video_pb2.StopRemoteResponse]  # type: ignore[assignment]
-    GetDevices: _aio.UnaryUnaryMultiCallable[_video_pb2.GetVideoDevicesRequest, _video_pb2.GetVideoDevicesResponse]  # type: ignore[assignment]
+    GetDevices: _aio.UnaryUnaryMultiCallable[_video_pb2.VideoServiceGetDevicesRequest, _video_pb2.VideoServiceGetDevicesResponse]  # type: ignore[assignment]
+    """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+    plain GetDevicesRequest / GetDevicesResponse in this package.
+    """
     GetActiveCamera: _aio.UnaryUnaryMultiCallable[_video_pb2.GetActiveCameraRequest, _video_pb2.GetActiveCameraResponse]  # type: ignore[assignment]
     SwitchCamera: _aio.UnaryUnaryMultiCallable[_video_pb2.SwitchCameraRequest, _video_pb2.SwitchCameraResponse]  # type: ignore[assignment]
     BindView: _aio.UnaryStreamMultiCallable[_video_pb2.BindViewRequest, _video_pb2.BindViewResponse]  # type: ignore[assignment]
@@ -92,9 +98,12 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def GetDevices(
         self,
-        request: _video_pb2.GetVideoDevicesRequest,
+        request: _video_pb2.VideoServiceGetDevicesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.GetVideoDevicesResponse, _abc.Awaitable[_video_pb2.GetVideoDevicesResponse]]: ...
+    ) -> _typing.Union[_video_pb2.VideoServiceGetDevicesResponse, _abc.Awaitable[_video_pb2.VideoServiceGetDevicesResponse]]:
+        """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+        plain GetDevicesRequest / GetDevicesResponse in this package.
+        """
 
     @_abc_1.abstractmethod
     def GetActiveCamera(
