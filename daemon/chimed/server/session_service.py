@@ -28,7 +28,7 @@ def _add_observer(kind: ObserverKind) -> Any:
     @streaming
     async def add(self: SessionService, request: Any, context: Ctx) -> AsyncIterator[Message]:
         session = self.manager.get(request.session_id)
-        async for event in self._observe(session, kind, request):
+        async for event in self._observe(context, session, kind, request):
             yield event
 
     return add
@@ -132,6 +132,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     # --- observers ------------------------------------------------------------------------
     async def _observe(
         self,
+        context: Ctx,
         session: ManagedSession,
         kind: ObserverKind,
         request: Any,
@@ -142,6 +143,8 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
             kind, request.observer_id, session.snapshot(kind), topics, options=request
         )
         try:
+            # The headers tell the caller the observer is registered: no later event is missed.
+            await context.send_initial_metadata(())
             async for event in observer.events():
                 yield event
         finally:
@@ -158,7 +161,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         for topic in topics:
             if not TOPIC_RE.match(topic):
                 raise InvalidArgument(f"topic {topic!r} must match ^[a-zA-Z0-9_-]{{1,36}}$")
-        async for event in self._observe(session, ObserverKind.DATA_MESSAGE, request, topics):
+        async for event in self._observe(
+            context, session, ObserverKind.DATA_MESSAGE, request, topics
+        ):
             yield event  # type: ignore[misc]
 
     @unary
