@@ -27,6 +27,7 @@ if _version_not_supported:
 
 class VideoServiceStub:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
     """
 
     def __init__(self, channel):
@@ -84,28 +85,33 @@ class VideoServiceStub:
 
 class VideoServiceServicer:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
     """
 
     def StartLocal(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's startLocal(): send the camera.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StopLocal(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's stopLocal().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartRemote(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's startRemote(): receive the others' video.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StopRemote(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's stopRemote().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -119,25 +125,29 @@ class VideoServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetActiveCamera(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's getActiveCamera().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SwitchCamera(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's switchCamera().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BindView(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's bindView(): the tile's frames, streamed to the caller.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnbindView(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's unbindView(): ends that tile's BindView streams.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -200,6 +210,7 @@ def add_VideoServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class VideoService:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
     """
 
     @staticmethod
