@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 
 from chimed.errors import FailedPrecondition, InvalidArgument
 from chimed.server.errors import Servicer, abort_with, streaming, unary
+from chimed.server.paging import page
 from chimed.session.chime_session import state_name
 from chimed.session.events import ObserverKind
 from chimed.session.manager import TOPIC_RE, ManagedSession, SessionManager
@@ -27,7 +28,7 @@ def _add_observer(kind: ObserverKind) -> Any:
     @streaming
     async def add(self: SessionService, request: Any, context: Ctx) -> AsyncIterator[Message]:
         session = self.manager.get(request.session_id)
-        async for event in self._observe(session, kind, request):
+        async for event in self._observe(context, session, kind, request):
             yield event
 
     return add
@@ -68,11 +69,15 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     async def ListSessions(
         self, request: session_pb2.ListSessionsRequest, context: Ctx
     ) -> session_pb2.ListSessionsResponse:
+        sessions, next_page_token = page(
+            self.manager.sessions.values(),
+            lambda s: (s.create_time_ns, s.session_id),
+            request.page_size,
+            request.page_token,
+        )
         return session_pb2.ListSessionsResponse(
-            sessions=[
-                s.to_proto(include_join_token=request.include_join_token)
-                for s in self.manager.sessions.values()
-            ]
+            sessions=[s.to_proto(include_join_token=request.include_join_token) for s in sessions],
+            next_page_token=next_page_token,
         )
 
     @unary
@@ -127,6 +132,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     # --- observers ------------------------------------------------------------------------
     async def _observe(
         self,
+        context: Ctx,
         session: ManagedSession,
         kind: ObserverKind,
         request: Any,
@@ -137,6 +143,8 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
             kind, request.observer_id, session.snapshot(kind), topics, options=request
         )
         try:
+            # The headers tell the caller the observer is registered: no later event is missed.
+            await context.send_initial_metadata(())
             async for event in observer.events():
                 yield event
         finally:
@@ -153,7 +161,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         for topic in topics:
             if not TOPIC_RE.match(topic):
                 raise InvalidArgument(f"topic {topic!r} must match ^[a-zA-Z0-9_-]{{1,36}}$")
-        async for event in self._observe(session, ObserverKind.DATA_MESSAGE, request, topics):
+        async for event in self._observe(
+            context, session, ObserverKind.DATA_MESSAGE, request, topics
+        ):
             yield event  # type: ignore[misc]
 
     @unary
