@@ -268,7 +268,7 @@ async def _pair(seconds: float, bursts: int, ready: Callable[[], None]) -> _Pair
     stats = _PairStats()
     continuous = bursts == 0
 
-    class Mouth(MediaStreamTrack):  # type: ignore[misc]
+    class Mouth(MediaStreamTrack):
         kind = "audio"
 
         def __init__(self) -> None:
@@ -315,7 +315,7 @@ async def _pair(seconds: float, bursts: int, ready: Callable[[], None]) -> _Pair
                     pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
                     ear.add(pcm, time.monotonic())
 
-    @receiver.on("track")  # type: ignore[untyped-decorator,misc]
+    @receiver.on("track")
     def on_track(track: MediaStreamTrack) -> None:
         tasks.append(asyncio.create_task(drain(track)))
         got_track.set()

@@ -47,7 +47,7 @@ from chimed.devices.pcm import (
 MAX_LAG_S = 0.2  # a consumer this late restarts its schedule instead of bursting
 
 
-class AudioInput(MediaStreamTrack):  # type: ignore[misc]
+class AudioInput(MediaStreamTrack):
     """Base of the input tracks: pacing and framing. Subclasses supply 960 samples a call
     (`_next_samples`, or `_next_chunk` for bytes), or override read() to pace themselves."""
 

@@ -71,7 +71,7 @@ class Mixer(Protocol):
         ...
 
 
-class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
+class ListenerTrack(MediaStreamTrack):
     """What one attendee hears: every 20 ms, its chunk from the meeting mixer."""
 
     kind = "audio"

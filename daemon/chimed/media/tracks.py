@@ -87,7 +87,7 @@ def silent_frame(samples: int, sample_rate: int, layout: str = "stereo") -> Audi
     return frame
 
 
-class SilenceTrack(MediaStreamTrack):  # type: ignore[misc]
+class SilenceTrack(MediaStreamTrack):
     """Real-time paced silence at 48 kHz stereo, the Opus encoder's own rate (no resampling).
 
     An attendee that sends no audio is never present in a Chime meeting, so this is what is
@@ -117,7 +117,7 @@ class SilenceTrack(MediaStreamTrack):  # type: ignore[misc]
         return None
 
 
-class GateTrack(MediaStreamTrack):  # type: ignore[misc]
+class GateTrack(MediaStreamTrack):
     """Forwards a source track; while muted, sends silence of the same shape and timing.
 
     With `opus` set it returns 20 ms Opus packets instead (see the module docstring), stamped

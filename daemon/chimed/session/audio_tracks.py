@@ -22,7 +22,7 @@ TAP_FRAMES = 50  # 1 s of 20 ms frames per listener; a slower one loses the olde
 _T = TypeVar("_T")
 
 
-class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
+class InputSwitch(MediaStreamTrack):
     """Forwards the current source; a source swapped (and stopped) under a pending recv()
     is simply replaced, and one that ends on its own is reported to `on_ended`, which
     installs a fallback. Timestamps are restamped so they run on across sources.
@@ -96,7 +96,7 @@ def _time_base(sample_rate: int) -> fractions.Fraction:
     return fractions.Fraction(1, sample_rate)
 
 
-class MixTap(MediaStreamTrack):  # type: ignore[misc]
+class MixTap(MediaStreamTrack):
     """One listener's copy of the received mix, at most TAP_FRAMES behind."""
 
     kind = "audio"
