@@ -1,5 +1,6 @@
 # chimed: `make run` starts the daemon on the embedded Chime service; `make test` installs
 # everything (Debian packages where apt exists, a virtualenv, pip and npm packages) and tests.
+# `make test-fast` and `make lint` need only the virtualenv.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,13 +9,18 @@ APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins lib
 PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
 ARGS ?=
 
-.PHONY: run test bench bench-audio lint proto proto-check api-check api-snapshot deps system-deps web clean
+.PHONY: run test test-fast bench bench-audio lint proto proto-check api-check api-snapshot deps system-deps web clean
 
 run: deps
 	$(BIN)/chimed $(ARGS)
 
 test: deps
 	$(BIN)/python -m pytest $(ARGS)
+
+# The in-process tier: no browser, PulseAudio, daemon process or multi-second test.
+FAST := not browser and not pulse and not daemon and not slow
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "$(FAST)" $(ARGS)
 
 bench: deps
 	$(BIN)/python -m bench $(ARGS)
@@ -23,10 +29,10 @@ bench: deps
 bench-audio: deps
 	$(BIN)/python -m bench --audio-only --out bench/results/audio.json $(ARGS)
 
-lint: deps
+lint: $(VENV)/.installed
 	$(BIN)/ruff check daemon tests bench clients/python/chime/client.py
 	$(BIN)/ruff format --check daemon tests bench clients/python/chime/client.py
-	$(BIN)/mypy daemon/chimed clients/python/chime/client.py bench
+	$(BIN)/mypy daemon/chimed clients/python/chime/client.py bench tests
 
 # Regenerate the Python stubs (committed in clients/python) from protos/.
 proto: $(VENV)/.installed

@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import IO
 
-import sounddevice as sd
-
 ALSA_CONF = """\
 pcm.!default { type pulse hint { show on description "PulseAudio (default)" } }
 ctl.!default { type pulse }
@@ -100,6 +98,8 @@ class PulseServer:
                 self.stop()
                 raise RuntimeError(f"PulseAudio did not come up:\n{log}")
             time.sleep(0.05)  # readiness poll of a child process, bounded by the deadline
+        import sounddevice as sd  # here: importing it needs the PortAudio library
+
         sd._terminate()
         sd._initialize()
         return self
@@ -118,6 +118,8 @@ class PulseServer:
         # PortAudio lets go of its streams and ALSA's pulse connections while the server is
         # still up: a stream whose server dies under it spins in PortAudio's ALSA thread,
         # printing an error per turn, and Pa_Terminate then waits for that thread forever.
+        import sounddevice as sd
+
         sd._terminate()
         if self.proc is not None:
             self.proc.terminate()

@@ -27,7 +27,7 @@ from tests.streams import EventStream
 S = session_pb2
 A = audio_pb2
 Pcm = npt.NDArray[np.int16]
-needs_pulse = pytest.mark.skipif(not pulse_mod.available(), reason="needs pulseaudio and pactl")
+pytestmark = pytest.mark.daemon
 SPEAKING = (types_pb2.VOLUME_LEVEL_LOW, types_pb2.VOLUME_LEVEL_MEDIUM, types_pb2.VOLUME_LEVEL_HIGH)
 
 
@@ -167,6 +167,7 @@ def selection(input_id: str = "", output_id: str = "") -> S.DeviceSelection:
 # --- virtual devices -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_tone_heard_volumes_active_speaker_and_mute(chimed: Any) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(
@@ -266,6 +267,7 @@ async def test_tone_heard_volumes_active_speaker_and_mute(chimed: Any) -> None:
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
 
 
+@pytest.mark.slow
 async def test_pcm_in_pcm_out_round_trip_and_listeners_end_with_the_session(chimed: Any) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "pcm-in")
@@ -335,6 +337,7 @@ async def _code_or_none(coro: Any) -> None:
         pass
 
 
+@pytest.mark.slow
 async def test_wav_recorder_output_and_switching_before_start(chimed: Any, tmp_path: Path) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "wav-a")
@@ -502,7 +505,8 @@ async def capture(mic: SoundDeviceInput, seconds: float) -> Pcm:
     return np.concatenate(frames)
 
 
-@needs_pulse
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_tone_through_pulseaudio_devices(chimed: Any, pulse: Any) -> None:
     """The test plays a tone into null sink chimed_a; A's session captures chimed_a's monitor;
     B's session plays the meeting into null sink chimed_b; the test captures its monitor."""
@@ -536,7 +540,8 @@ async def test_tone_through_pulseaudio_devices(chimed: Any, pulse: Any) -> None:
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
 
 
-@needs_pulse
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_hot_plug_events_and_lost_device_fallback(chimed: Any, pulse: Any) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "plug-a", devices=selection("virtual:tone"))
@@ -625,7 +630,7 @@ class PulseEvents:
         await self.proc.wait()
 
 
-@needs_pulse
+@pytest.mark.pulse
 async def test_create_session_checks_hardware_without_opening_it(chimed: Any, pulse: Any) -> None:
     meeting = await create_meeting(chimed)
     events = await PulseEvents.open()
@@ -666,7 +671,8 @@ async def test_create_session_checks_hardware_without_opening_it(chimed: Any, pu
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
 
 
-@needs_pulse
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_hardware_input_lost_mid_session_falls_back_to_silence(
     chimed: Any, pulse: Any
 ) -> None:
@@ -731,6 +737,7 @@ async def test_hardware_input_lost_mid_session_falls_back_to_silence(
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
 
 
+@pytest.mark.slow
 async def test_file_input_that_ends_or_breaks_keeps_the_session(
     chimed: Any, tmp_path: Path
 ) -> None:

@@ -20,9 +20,7 @@ from chimed.devices import ids, listing, opening, portaudio
 from chimed.devices.audio_inputs import FileInput, PcmFeedInput, SoundDeviceInput, ToneInput
 from chimed.devices.audio_outputs import PcmFeedOutput, SoundDeviceOutput, WavRecorder
 
-from tests.pulse import PulseServer, available
-
-pytestmark = pytest.mark.skipif(not available(), reason="pulseaudio and pactl are required")
+from tests.pulse import PulseServer
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +51,7 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
 
 
-class FiniteTrack(MediaStreamTrack):  # type: ignore[misc]
+class FiniteTrack(MediaStreamTrack):
     """Yields the given s16 mono 48 kHz frames as fast as asked, then ends."""
 
     kind = "audio"
@@ -87,6 +85,7 @@ def write_wav(path: Path, rate: int, channels: int, samples: np.ndarray) -> None
 # --- PulseAudio and hardware -----------------------------------------------------------------
 
 
+@pytest.mark.pulse
 async def test_sounddevice_and_registry_see_pulse(pulse: PulseServer) -> None:
     names = {d["name"] for d in sd.query_devices()}
     assert {"pulse", "default"} <= names
@@ -115,6 +114,8 @@ async def capture_tone(mic: SoundDeviceInput, seconds: float) -> np.ndarray:
     return np.concatenate(frames)
 
 
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_tone_round_trip_through_null_sink(pulse: PulseServer) -> None:
     """ToneInput -> hardware output into null sink A -> A's monitor -> hardware input."""
     tone = ToneInput(frequency_hz=1234.0, level_dbfs=-12.0)
@@ -142,6 +143,8 @@ async def test_tone_round_trip_through_null_sink(pulse: PulseServer) -> None:
         await mic.recv()
 
 
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_hot_plug_seen_by_watcher_while_streams_run(pulse: PulseServer) -> None:
     changes: asyncio.Queue[Sequence[types_pb2.MediaDevice]] = asyncio.Queue()
     watcher = listing.DeviceWatcher(changes.put_nowait, interval=0.5)
@@ -214,6 +217,7 @@ async def test_tone_input_frames_are_paced_opus_ready() -> None:
     assert abs(peak - 32767 * 0.1) <= 2
 
 
+@pytest.mark.slow
 async def test_tone_chunks_whole_and_fractional_hertz_mono_and_stereo() -> None:
     """read() gives the same samples as recv(); whole-hertz tones come from a table shared by
     equal tones, others are computed; read_mono() of a stereo tone is the mono tone."""
@@ -295,6 +299,7 @@ async def test_wav_recorder_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(data, np.concatenate(chunks))
 
 
+@pytest.mark.slow
 async def test_pcm_feed_resampling_round_trip() -> None:
     """16 kHz stereo in through PcmFeedInput, 22.05 kHz mono out of PcmFeedOutput."""
     feed = opening.open_input("virtual:pcm")
@@ -340,6 +345,7 @@ def test_pcm_feed_rejects_malformed_chunks() -> None:
         feed.stop()
 
 
+@pytest.mark.slow
 async def test_file_input_decodes_and_resamples_wav(tmp_path: Path) -> None:
     t = np.arange(int(0.3 * 44100)) / 44100
     tone = np.round(10000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
@@ -389,6 +395,8 @@ def test_undecodable_file_and_registry_errors(tmp_path: Path) -> None:
         opening.open_output("virtual:wav")
 
 
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_hardware_direction_and_unknown_errors(pulse: PulseServer) -> None:
     with pytest.raises(ValueError, match=r"hw:pulse:chimed_a.monitor is an input device"):
         opening.open_output("hw:pulse:chimed_a.monitor")
@@ -403,6 +411,8 @@ async def test_hardware_direction_and_unknown_errors(pulse: PulseServer) -> None
 # --- robustness ------------------------------------------------------------------------------
 
 
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_probe_answers_of_cancelled_queries_are_not_taken_later(pulse: PulseServer) -> None:
     """A query cancelled while its answer is on the way (a watcher being stopped) must not
     leave that answer for the next query, which would then report a stale list."""
@@ -439,6 +449,8 @@ async def test_probe_answers_of_cancelled_queries_are_not_taken_later(pulse: Pul
     assert not prober.running
 
 
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_hardware_opens_off_the_event_loop(pulse: PulseServer) -> None:
     """open_async opens hardware in a worker thread (the loop keeps running meanwhile) and a
     caller cancelled mid-open leaks no stream."""

@@ -89,7 +89,7 @@ def decoded_rms(decoder: OpusDecoder, payload: bytes, index: int) -> float:
     return float(np.sqrt(np.mean(pcm**2)))
 
 
-class _Bursts(MediaStreamTrack):  # type: ignore[misc]
+class _Bursts(MediaStreamTrack):
     """Unpaced 20 ms frames: 440 Hz while `loud`, digital silence otherwise."""
 
     kind = "audio"
@@ -168,6 +168,7 @@ async def test_pcm_feed_sends_each_frame_as_it_arrives() -> None:
         feed.stop()
 
 
+@pytest.mark.slow
 async def test_pcm_feed_drops_delay_that_stays_buffered() -> None:
     feed = PcmFeedInput()
     try:

@@ -23,7 +23,7 @@ from tests.daemon_proc import DaemonProcess
 from tests.streams import EventStream, attendee_ids
 
 S = session_pb2
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.browser, pytest.mark.daemon, pytest.mark.slow, pytest.mark.timeout(90)]
 
 # Generous: a loaded 2-core machine runs Chromium, the daemon and the media server at once.
 TIMEOUT = 20.0

@@ -15,6 +15,8 @@ import pytest
 
 from tests.daemon_proc import DaemonProcess
 
+pytestmark = pytest.mark.daemon
+
 ROOT = Path(__file__).resolve().parent.parent
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 
@@ -83,6 +85,7 @@ def _demo_block() -> str:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_readme_demo_runs_as_written(tmp_path: Path) -> None:
     if not shutil.which("jq"):
         pytest.fail("jq is missing: `make deps` installs it (APT_PACKAGES)")

@@ -13,6 +13,8 @@ from chime.v1 import meeting_pb2, types_pb2
 
 from tests.daemon_proc import DaemonProcess
 
+pytestmark = pytest.mark.daemon
+
 M = meeting_pb2
 
 

@@ -20,6 +20,8 @@ from tests.helpers import (
 )
 from tests.streams import EventStream, attendee_ids
 
+pytestmark = pytest.mark.daemon
+
 S = session_pb2
 
 
@@ -178,7 +180,7 @@ async def test_create_from_boto3_json(chimed: Any) -> None:
     ],
 )
 async def test_create_rejects_malformed_documents(
-    chimed: Any, request_kwargs: dict[str, str], fragment: str
+    chimed: Any, request_kwargs: dict[str, Any], fragment: str
 ) -> None:
     before = await chimed.sessions.ListSessions(S.ListSessionsRequest())
     code, details = await _code(

@@ -411,20 +411,10 @@ async def test_client_that_stops_answering_pings_is_dropped(service: Service) ->
 
 
 # --- the events endpoint -----------------------------------------------------------------------
-@pytest.fixture
-async def chime() -> AsyncIterator[EmbeddedChime]:
-    service = EmbeddedChime()
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
-
-
-async def test_event_ingestion_url_accepts_the_sdk_requests(chime: EmbeddedChime) -> None:
-    meeting = chime.registry.create_meeting("tok-events", "events")
-    url = meeting.to_json(*chime.urls())["MediaPlacement"]["EventIngestionUrl"]  # type: ignore[index]
-    assert url == f"{chime.base_url}/events"
+async def test_event_ingestion_url_accepts_the_sdk_requests(embedded: EmbeddedChime) -> None:
+    meeting = embedded.registry.create_meeting("tok-events", "events")
+    url = meeting.to_json(*embedded.urls())["MediaPlacement"]["EventIngestionUrl"]  # type: ignore[index]
+    assert url == f"{embedded.base_url}/events"
     body = '{"metadata": {}, "events": [{"type": "Meet", "v": 1, "payloads": []}]}'
     async with aiohttp.ClientSession() as http:
         # fetch: Bearer join token; the SDK reads a JSON body from an OK answer.
@@ -459,9 +449,13 @@ async def console_line(page: Page, text: str, count: int = 1, limit: float = 20)
 
 
 @pytest.mark.timeout(120)
-async def test_official_client_joins_compressed_with_a_clean_console(chime: EmbeddedChime) -> None:
+@pytest.mark.browser
+@pytest.mark.slow
+async def test_official_client_joins_compressed_with_a_clean_console(
+    embedded: EmbeddedChime,
+) -> None:
     async with Browser() as browser:
-        page = await browser.open(chime.base_url + "/?log=info")
+        page = await browser.open(embedded.base_url + "/?log=info")
         ids = await page.eval("chimedPage.join('conformance', 'alice', {audio: 'silence'})", 40)
         state = await page.eval("chimedPage.waitFor((s) => s.roster.length > 0)", 20)
         assert state["status"] == "started"
@@ -489,10 +483,12 @@ async def test_official_client_joins_compressed_with_a_clean_console(chime: Embe
 
 
 @pytest.mark.timeout(120)
-async def test_official_client_at_video_capacity_goes_view_only(chime: EmbeddedChime) -> None:
-    chime.signaling.video_send_limit = 0
+@pytest.mark.browser
+@pytest.mark.slow
+async def test_official_client_at_video_capacity_goes_view_only(embedded: EmbeddedChime) -> None:
+    embedded.signaling.video_send_limit = 0
     async with Browser() as browser:
-        page = await browser.open(chime.base_url + "/?log=info")
+        page = await browser.open(embedded.base_url + "/?log=info")
         await page.eval("chimedPage.join('view-only', 'alice', {audio: 'silence'})", 40)
         await page.eval("chimedPage.startCamera()", 20)
         # 206 on the SUBSCRIBE_ACK: the SDK drops its local tile and goes on receiving.

@@ -18,6 +18,7 @@ from chime.signaling import signaling_pb2 as pb
 from chimed.embedded.data_messages import DataMessages, Limits
 from chimed.embedded.meetings import Attendee, Meeting, Registry
 from chimed.embedded.room import Room
+from chimed.embedded.service import EmbeddedChime
 from chimed.embedded.signaling_server import SignalingServer, TurnCredentials, TurnProvider
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 
@@ -562,6 +563,8 @@ async def serve_page(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_web_client_joins_and_sees_itself_present() -> None:
     from tests.browser import Browser
 
@@ -581,6 +584,8 @@ async def test_web_client_joins_and_sees_itself_present() -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_web_client_sees_authentication_rejected() -> None:
     from tests.browser import Browser
 
@@ -600,22 +605,17 @@ async def test_web_client_sees_authentication_rejected() -> None:
 
 
 # --- wired into the embedded service ---------------------------------------------------------
-async def test_embedded_service_serves_signaling_and_stops_cleanly() -> None:
-    from chimed.embedded.service import EmbeddedChime
-
-    chime = EmbeddedChime()
-    await chime.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            svc = Service(chime.registry, chime.signaling, chime.ws_url, http)
-            meeting = svc.meeting()
-            alice = await join_with_media(svc, meeting, "alice")
-            assert alice.sig.attendee is not None
-            me = alice.sig.attendee.attendee_id
-            await wait_for_info(alice.sig, lambda i: any(e.attendee_id == me for e in i))
-            closed = asyncio.create_task(alice.sig.closed())  # answers the server's close
-            await chime.stop()  # ends the session: the socket closes, the peer connection too
-            assert await closed == 1001
-            await alice.pc.close()
-    finally:
-        await chime.stop()
+async def test_embedded_service_serves_signaling_and_stops_cleanly(
+    embedded: EmbeddedChime,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        svc = Service(embedded.registry, embedded.signaling, embedded.ws_url, http)
+        meeting = svc.meeting()
+        alice = await join_with_media(svc, meeting, "alice")
+        assert alice.sig.attendee is not None
+        me = alice.sig.attendee.attendee_id
+        await wait_for_info(alice.sig, lambda i: any(e.attendee_id == me for e in i))
+        closed = asyncio.create_task(alice.sig.closed())  # answers the server's close
+        await embedded.stop()  # ends the session: the socket closes, the peer connection too
+        assert await closed == 1001
+        await alice.pc.close()

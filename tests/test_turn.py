@@ -8,7 +8,7 @@ import fractions
 import json
 import math
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import numpy as np
@@ -22,7 +22,7 @@ from chimed.embedded.stun import Addr
 from chimed.embedded.turn_relay import TurnRelay
 from chimed.embedded.turn_server import TurnServer
 from chimed.media import fastpath
-from chimed.media.ice import pin_host_addresses, pinned_host_addresses, rtc_configuration
+from chimed.media.ice import rtc_configuration
 
 from tests.browser import Browser
 
@@ -225,6 +225,7 @@ async def test_aioice_client_relays_to_a_loopback_peer_and_back(
     assert relay.allocations == 0 and relay.relay_sockets == 0
 
 
+@pytest.mark.slow
 async def test_inline_channel_sends_stay_in_order_across_binding_and_refresh(
     relay: TurnRelay, peer: Endpoint
 ) -> None:
@@ -459,6 +460,7 @@ async def test_allocate_errors(relay: TurnRelay, raw: RawClient) -> None:
     assert response.error_code == 441
 
 
+@pytest.mark.slow
 async def test_an_allocation_expires_without_refresh() -> None:
     relay = TurnRelay(default_lifetime=1)
     await relay.start()
@@ -589,7 +591,7 @@ def test_permissions_channels_and_allocations_expire() -> None:
 # --- two aiortc peer connections, relay-only, through the relay -----------------------------------
 
 
-class ToneTrack(MediaStreamTrack):  # type: ignore[misc]
+class ToneTrack(MediaStreamTrack):
     """A 440 Hz tone in 20 ms frames of 48 kHz mono s16, paced like a microphone."""
 
     kind = "audio"
@@ -616,14 +618,7 @@ class ToneTrack(MediaStreamTrack):  # type: ignore[misc]
         return frame
 
 
-@pytest.fixture
-def loopback_only() -> Iterator[None]:
-    before = pinned_host_addresses()
-    pin_host_addresses(["127.0.0.1"])
-    yield
-    pin_host_addresses(before)
-
-
+@pytest.mark.slow
 async def test_two_aiortc_peers_carry_audio_through_the_relay(
     relay: TurnRelay, loopback_only: None
 ) -> None:
@@ -714,6 +709,8 @@ BROWSER_STATS = """(async () => {
 })()"""
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_chromium_and_aiortc_carry_audio_through_the_relay(
     relay: TurnRelay, loopback_only: None
 ) -> None:
