@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BUF = shutil.which("buf", path=str(Path(sys.executable).parent))
 SNAPSHOT = ROOT / "protos/snapshots/chime-v1.binpb"
@@ -23,6 +25,7 @@ def _breaking(tree: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_deleting_a_field_breaks_the_released_api(tmp_path: Path) -> None:
     shutil.copy(ROOT / "buf.yaml", tmp_path)
     shutil.copytree(ROOT / "protos", tmp_path / "protos")
