@@ -143,11 +143,13 @@ class PcmListener:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def start(chimed: Any, session: S.Session) -> None:
+async def start(chimed: AsyncChimed, session: S.Session) -> None:
     await chimed.sessions.Start(S.StartRequest(session_id=session.session_id, wait=True))
 
 
-def listen(chimed: Any, session_id: str, rate: int = 48000, channels: int = 1) -> PcmListener:
+def listen(
+    chimed: AsyncChimed, session_id: str, rate: int = 48000, channels: int = 1
+) -> PcmListener:
     call = chimed.audio.StreamOutput(
         A.StreamOutputRequest(
             session_id=session_id, format=A.PcmFormat(sample_rate=rate, channels=channels)
@@ -168,7 +170,7 @@ def selection(input_id: str = "", output_id: str = "") -> S.DeviceSelection:
 
 
 @pytest.mark.slow
-async def test_tone_heard_volumes_active_speaker_and_mute(chimed: Any) -> None:
+async def test_tone_heard_volumes_active_speaker_and_mute(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(
         chimed, meeting, "speaker", devices=selection("virtual:tone?frequency=440&level=-10")
@@ -268,7 +270,9 @@ async def test_tone_heard_volumes_active_speaker_and_mute(chimed: Any) -> None:
 
 
 @pytest.mark.slow
-async def test_pcm_in_pcm_out_round_trip_and_listeners_end_with_the_session(chimed: Any) -> None:
+async def test_pcm_in_pcm_out_round_trip_and_listeners_end_with_the_session(
+    chimed: AsyncChimed,
+) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "pcm-in")
     b = await create_session(chimed, meeting, "pcm-out")
@@ -338,7 +342,9 @@ async def _code_or_none(coro: Any) -> None:
 
 
 @pytest.mark.slow
-async def test_wav_recorder_output_and_switching_before_start(chimed: Any, tmp_path: Path) -> None:
+async def test_wav_recorder_output_and_switching_before_start(
+    chimed: AsyncChimed, tmp_path: Path
+) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "wav-a")
     wav = tmp_path / "b.wav"
@@ -377,7 +383,7 @@ async def test_wav_recorder_output_and_switching_before_start(chimed: Any, tmp_p
 # --- bad input -----------------------------------------------------------------------------
 
 
-async def test_bad_devices_and_formats(chimed: Any, tmp_path: Path) -> None:
+async def test_bad_devices_and_formats(chimed: AsyncChimed, tmp_path: Path) -> None:
     meeting = await create_meeting(chimed)
     code, details = await _code(
         create_session(chimed, meeting, "bad-1", devices=selection("virtual:null"))
@@ -507,7 +513,7 @@ async def capture(mic: SoundDeviceInput, seconds: float) -> Pcm:
 
 @pytest.mark.pulse
 @pytest.mark.slow
-async def test_tone_through_pulseaudio_devices(chimed: Any, pulse: Any) -> None:
+async def test_tone_through_pulseaudio_devices(chimed: AsyncChimed, pulse: Any) -> None:
     """The test plays a tone into null sink chimed_a; A's session captures chimed_a's monitor;
     B's session plays the meeting into null sink chimed_b; the test captures its monitor."""
     devices = await chimed.audio.GetDevices(A.GetDevicesRequest())
@@ -542,7 +548,7 @@ async def test_tone_through_pulseaudio_devices(chimed: Any, pulse: Any) -> None:
 
 @pytest.mark.pulse
 @pytest.mark.slow
-async def test_hot_plug_events_and_lost_device_fallback(chimed: Any, pulse: Any) -> None:
+async def test_hot_plug_events_and_lost_device_fallback(chimed: AsyncChimed, pulse: Any) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "plug-a", devices=selection("virtual:tone"))
     b = await create_session(chimed, meeting, "plug-b")
@@ -631,7 +637,9 @@ class PulseEvents:
 
 
 @pytest.mark.pulse
-async def test_create_session_checks_hardware_without_opening_it(chimed: Any, pulse: Any) -> None:
+async def test_create_session_checks_hardware_without_opening_it(
+    chimed: AsyncChimed, pulse: Any
+) -> None:
     meeting = await create_meeting(chimed)
     events = await PulseEvents.open()
     marker = ""
@@ -674,7 +682,7 @@ async def test_create_session_checks_hardware_without_opening_it(chimed: Any, pu
 @pytest.mark.pulse
 @pytest.mark.slow
 async def test_hardware_input_lost_mid_session_falls_back_to_silence(
-    chimed: Any, pulse: Any
+    chimed: AsyncChimed, pulse: Any
 ) -> None:
     """A captures the monitor of a sink the test plays a tone into; the sink is unloaded
     mid-session: A falls back to silence (audio_device_lost), stays STARTED, B hears silence.
@@ -739,7 +747,7 @@ async def test_hardware_input_lost_mid_session_falls_back_to_silence(
 
 @pytest.mark.slow
 async def test_file_input_that_ends_or_breaks_keeps_the_session(
-    chimed: Any, tmp_path: Path
+    chimed: AsyncChimed, tmp_path: Path
 ) -> None:
     """A file that ends (loop=0) gives silence and stays selected; a looped file replaced by
     garbage fails at its next round: silence, audio_device_lost, the session stays up."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from chime.client import AsyncChimed
 from chime.v1 import audio_pb2, meeting_pb2, session_pb2, types_pb2
 from chimed.embedded.meeting_page import DIST_DIR
 from google.protobuf import struct_pb2
@@ -34,7 +35,7 @@ TONE = "virtual:tone?frequency=440&level=-20"
 class Meeting:
     """A browser attendee and a chimed attendee in one embedded meeting."""
 
-    chimed: Any
+    chimed: AsyncChimed
     page: Page
     meeting: Any
     session: S.Session  # chimed's
@@ -68,7 +69,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def meeting(daemon: DaemonProcess, chimed: Any, browser: Browser) -> AsyncIterator[Meeting]:
+async def meeting(
+    daemon: DaemonProcess, chimed: AsyncChimed, browser: Browser
+) -> AsyncIterator[Meeting]:
     """chimed joins first (with a tone as its microphone), then the browser joins the same
     meeting by name through the page, with Chromium's fake microphone."""
     assert daemon.embedded_url, "the daemon did not report its embedded service"

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from chime.client import connect_aio
+from chime.client import AsyncChimed, connect_aio
 from chime.v1 import meeting_pb2, session_pb2, session_pb2_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -173,7 +173,7 @@ async def test_two_daemons_share_one_embedded_service_and_sigterm_leaves(
         await inbox.close()
 
 
-async def test_logs_never_carry_join_tokens(daemon: DaemonProcess, chimed: Any) -> None:
+async def test_logs_never_carry_join_tokens(daemon: DaemonProcess, chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "secretive")
     full = await chimed.sessions.GetSession(
@@ -189,7 +189,7 @@ async def test_logs_never_carry_join_tokens(daemon: DaemonProcess, chimed: Any) 
     assert token and token not in daemon.log()
 
 
-async def test_video_answers_unimplemented_clearly(chimed: Any) -> None:
+async def test_video_answers_unimplemented_clearly(chimed: AsyncChimed) -> None:
     from chime.v1 import video_pb2
 
     meeting = await create_meeting(chimed)

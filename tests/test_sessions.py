@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from chime.client import AsyncChimed
 from chime.v1 import audio_pb2, meeting_pb2, session_pb2, types_pb2
 from google.protobuf import struct_pb2
 
@@ -37,7 +38,7 @@ def _struct(obj: dict[str, Any]) -> struct_pb2.Struct:
     return s
 
 
-async def test_create_get_list_delete(chimed: Any) -> None:
+async def test_create_get_list_delete(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "alice", data_message_topic="chat")
     assert session.state == S.SESSION_STATE_CREATED
@@ -62,7 +63,9 @@ async def test_create_get_list_delete(chimed: Any) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
 
 
-async def _pages(chimed: Any, page_size: int, page_token: str = "") -> list[tuple[list[str], str]]:
+async def _pages(
+    chimed: AsyncChimed, page_size: int, page_token: str = ""
+) -> list[tuple[list[str], str]]:
     """(session ids, next_page_token) of each page from page_token to the last."""
     pages = []
     while True:
@@ -79,7 +82,7 @@ def _ids(pages: list[tuple[list[str], str]]) -> list[str]:
     return [sid for ids, _ in pages for sid in ids]
 
 
-async def test_list_sessions_pages_oldest_first(chimed: Any) -> None:
+async def test_list_sessions_pages_oldest_first(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     created = [(await create_session(chimed, meeting, f"p{i}")).session_id for i in range(101)]
     try:
@@ -110,7 +113,7 @@ async def test_list_sessions_pages_oldest_first(chimed: Any) -> None:
     ],
 )
 async def test_list_sessions_rejects_bad_paging(
-    chimed: Any, request_kwargs: dict[str, Any], fragment: str
+    chimed: AsyncChimed, request_kwargs: dict[str, Any], fragment: str
 ) -> None:
     code, details = await _code(
         chimed.sessions.ListSessions(S.ListSessionsRequest(**request_kwargs))
@@ -118,7 +121,7 @@ async def test_list_sessions_rejects_bad_paging(
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, fragment)
 
 
-async def test_create_from_boto3_json(chimed: Any) -> None:
+async def test_create_from_boto3_json(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     attendee = await create_attendee(chimed, meeting, "json-user")
     meeting_json = json.dumps(
@@ -180,7 +183,7 @@ async def test_create_from_boto3_json(chimed: Any) -> None:
     ],
 )
 async def test_create_rejects_malformed_documents(
-    chimed: Any, request_kwargs: dict[str, Any], fragment: str
+    chimed: AsyncChimed, request_kwargs: dict[str, Any], fragment: str
 ) -> None:
     before = await chimed.sessions.ListSessions(S.ListSessionsRequest())
     code, details = await _code(
@@ -192,7 +195,7 @@ async def test_create_rejects_malformed_documents(
     assert len(after.sessions) == len(before.sessions)  # nothing half-created
 
 
-async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: Any) -> None:
+async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     attendee = await create_attendee(chimed, meeting, "dup")
     no_token = types_pb2.Attendee(attendee_id=attendee.attendee_id)
@@ -226,7 +229,7 @@ async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: Any)
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id="dup-1"))
 
 
-async def test_unknown_session_is_not_found_everywhere(chimed: Any) -> None:
+async def test_unknown_session_is_not_found_everywhere(chimed: AsyncChimed) -> None:
     calls = [
         chimed.sessions.GetSession(S.GetSessionRequest(session_id="nope")),
         chimed.sessions.Start(S.StartRequest(session_id="nope")),
@@ -246,7 +249,7 @@ async def test_unknown_session_is_not_found_everywhere(chimed: Any) -> None:
     assert await stream.ended() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_start_stop_and_audio_video_events(chimed: Any) -> None:
+async def test_start_stop_and_audio_video_events(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "av")
     sid = session.session_id
@@ -282,7 +285,7 @@ async def test_start_stop_and_audio_video_events(chimed: Any) -> None:
     assert await late.ended() == grpc.StatusCode.OK
 
 
-async def test_data_messages_between_sessions(chimed: Any) -> None:
+async def test_data_messages_between_sessions(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")
     bob = await started_session(chimed, meeting, "bob")
@@ -322,7 +325,7 @@ async def test_data_messages_between_sessions(chimed: Any) -> None:
     await other_topic.close()
 
 
-async def test_send_message_bad_input(chimed: Any) -> None:
+async def test_send_message_bad_input(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "sender")
     sid = session.session_id
@@ -353,7 +356,7 @@ async def test_send_message_bad_input(chimed: Any) -> None:
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_observer_headers_mean_no_event_is_missed(chimed: Any) -> None:
+async def test_observer_headers_mean_no_event_is_missed(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")
     bob = await started_session(chimed, meeting, "bob")
@@ -383,7 +386,7 @@ async def test_observer_headers_mean_no_event_is_missed(chimed: Any) -> None:
         await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_realtime_presence_and_mute(chimed: Any) -> None:
+async def test_realtime_presence_and_mute(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")
     rt = EventStream(
@@ -411,11 +414,12 @@ async def test_realtime_presence_and_mute(chimed: Any) -> None:
     assert await rt.ended() == grpc.StatusCode.OK
 
 
-async def test_remove_observers_end_streams_cleanly(chimed: Any) -> None:
+async def test_remove_observers_end_streams_cleanly(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "watcher")
     sid = session.session_id
-    adders = {
+    # (add, its request, remove, its request) per kind: stubs and messages of differing types.
+    adders: dict[str, tuple[Any, Any, Any, Any]] = {
         "active_speaker": (
             chimed.sessions.AddActiveSpeakerObserver,
             S.AddActiveSpeakerObserverRequest,
@@ -481,7 +485,7 @@ async def test_remove_observers_end_streams_cleanly(chimed: Any) -> None:
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_wrong_join_token_stops_with_authentication_rejected(chimed: Any) -> None:
+async def test_wrong_join_token_stops_with_authentication_rejected(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     attendee = await create_attendee(chimed, meeting, "intruder")
     attendee.join_token = "not-the-token"
@@ -510,7 +514,7 @@ async def test_wrong_join_token_stops_with_authentication_rejected(chimed: Any) 
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_delete_meeting_and_attendee_end_sessions(chimed: Any) -> None:
+async def test_delete_meeting_and_attendee_end_sessions(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")
     bob = await started_session(chimed, meeting, "bob")
@@ -550,7 +554,7 @@ async def test_delete_meeting_and_attendee_end_sessions(chimed: Any) -> None:
         await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_non_json_data_arrives_as_raw_bytes(chimed: Any, daemon: Any) -> None:
+async def test_non_json_data_arrives_as_raw_bytes(chimed: AsyncChimed, daemon: Any) -> None:
     """Another client (here chimed's own ChimeSession, in this test process) may send bytes
     that are not a JSON object: observers get them as raw data, with no json."""
     from chimed.session.chime_session import ChimeSession
