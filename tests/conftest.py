@@ -20,6 +20,16 @@ from tests.daemon_proc import DaemonProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The fast tier must not start a daemon: a test that asks for one carries the marker.
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "daemon" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("daemon")
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"tests using the daemon fixture need @pytest.mark.daemon: {unmarked}"
+        )
     if pulse.available():
         return
     skip = pytest.mark.skip(reason="needs pulseaudio and pactl")
