@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
-from chime.client import AsyncChimed, connect_aio
+from chime.client import AsyncChimed
 from chime.v1 import audio_pb2, session_pb2, types_pb2
 from chimed.devices import opening
 from chimed.devices.audio_inputs import SoundDeviceInput, ToneInput
@@ -44,19 +44,14 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pulse_mod.PulseS
 @pytest.fixture(scope="module")
 def daemon(pulse: pulse_mod.PulseServer | None) -> Iterator[DaemonProcess]:
     """The daemon inherits the private PulseAudio's environment (set by PulseServer.start).
-    It encodes at the cheapest Opus complexity: every tone below is still heard as sent."""
+    It encodes at the cheapest Opus complexity: every tone below is still heard as sent.
+    Overrides conftest's `daemon`, so conftest's `chimed` is a client of this one."""
     proc = DaemonProcess(args=["--opus-complexity", "0"]).start()
     yield proc
     proc.stop()
     log = proc.log()
     for bad in ("Traceback", "was destroyed but it is pending", "never awaited"):
         assert bad not in log, log
-
-
-@pytest.fixture
-async def chimed(daemon: DaemonProcess) -> AsyncIterator[AsyncChimed]:
-    async with connect_aio(daemon.target) as client:
-        yield client
 
 
 # --- helpers -------------------------------------------------------------------------------
