@@ -19,7 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 from chimed.embedded.turn import Addr, TurnRelay, TurnServer
-from chimed.media import fastpath
+from chimed.media import shortcuts
 from chimed.media.ice import pin_host_addresses, pinned_host_addresses, rtc_configuration
 
 from tests.browser import Browser
@@ -228,7 +228,8 @@ async def test_inline_channel_sends_stay_in_order_across_binding_and_refresh(
 ) -> None:
     """chimed's TURN send shortcut (chimed.media.fastpath): a burst sent before the channel is
     bound, then sends across channel refreshes (aioice's path again) all arrive, in order."""
-    fastpath.install()
+    shortcuts.install()
+    assert shortcuts.engaged("turn_inline_send")
     creds = relay.issue_credentials("attendee-order")
     transport, receiver = await create_turn_endpoint(
         Receiver,

@@ -32,7 +32,6 @@ from chimed.embedded.media_server import MediaServer
 from chimed.embedded.registry import Attendee, Meeting, Registry
 from chimed.embedded.room import Announcement, Room
 from chimed.embedded.sdp_compression import SdpCodec, SdpCompressionError
-from chimed.media.ice import pin_host_addresses
 
 log = logging.getLogger(__name__)
 
@@ -541,7 +540,6 @@ def install(
     turn_credentials: TurnProvider | None = None,
 ) -> SignalingServer:
     """Wire the signaling and media servers into the embedded service (routes and cleanup)."""
-    pin_host_addresses(["127.0.0.1"])
     server = SignalingServer(service.registry, media, turn_credentials)
     server.add_routes(service.app)
     service.add_cleanup(server.close)

@@ -23,7 +23,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from chimed.media.opus import OPUS_SILENCE, SAMPLE_RATE, new_encoder
+from chimed.media.opus import DEFAULT_COMPLEXITY, OPUS_SILENCE, SAMPLE_RATE, new_encoder
 from chimed.media.opus import packet as opus_packet
 
 PTIME_S = 0.020
@@ -43,8 +43,8 @@ class OpusMonoEncoder:
     """20 ms mono Opus packets from raw chunks, or from audio frames of any s16/flt layout and
     rate (resampled)."""
 
-    def __init__(self) -> None:
-        self._codec = new_encoder()
+    def __init__(self, complexity: int = DEFAULT_COMPLEXITY) -> None:
+        self._codec = new_encoder(complexity)
         self._resampler: Any = None
         self.restart()
 
@@ -126,9 +126,10 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
 
     kind = "audio"
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, source: MediaStreamTrack, complexity: int = DEFAULT_COMPLEXITY) -> None:
         super().__init__()
         self.source = source
+        self.complexity = complexity  # of its speech encoder (libopus, 0-10)
         self.muted = False
         self.opus = False
         self._encoder: OpusMonoEncoder | None = None
@@ -216,7 +217,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
     def _speech_encoder(self) -> OpusMonoEncoder:
         """The encoder for the next speech, started over if silence was sent since."""
         if self._encoder is None:
-            self._encoder = OpusMonoEncoder()
+            self._encoder = OpusMonoEncoder(self.complexity)
         elif self._silent:
             self._encoder.restart()
         self._silent = False

@@ -22,9 +22,10 @@ S = TypeVar("S", bound="Servicer")
 
 
 class Servicer:
-    """Base of chimed's servicers: holds the optional bearer token for TCP callers."""
+    """Base of chimed's servicers: each holds its daemon's bearer token for TCP callers
+    (DaemonConfig.token; None: no token asked)."""
 
-    token: str | None = None
+    token: str | None
 
     def check_auth(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if not self.token or context.peer().startswith("unix:"):

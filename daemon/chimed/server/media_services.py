@@ -34,8 +34,9 @@ def _pcm_format(fmt: audio_pb2.PcmFormat, default_rate: int | None) -> tuple[int
 
 
 class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, *, token: str | None) -> None:
         self.manager = manager
+        self.token = token
 
     @unary
     async def Mute(self, request: audio_pb2.MuteRequest, context: Ctx) -> audio_pb2.MuteResponse:
@@ -132,8 +133,9 @@ def _video_rpc(rpc: str, streaming_rpc: bool = False) -> Any:
 
 
 class VideoService(video_pb2_grpc.VideoServiceServicer, Servicer):
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, *, token: str | None) -> None:
         self.manager = manager
+        self.token = token
 
     StartLocal = _video_rpc("StartLocal")
     StopLocal = _video_rpc("StopLocal")

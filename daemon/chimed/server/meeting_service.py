@@ -26,8 +26,9 @@ def _redact(attendee: types_pb2.Attendee, include_join_token: bool) -> types_pb2
 
 
 class MeetingService(meeting_pb2_grpc.MeetingServiceServicer, Servicer):
-    def __init__(self, client: MeetingsClient) -> None:
+    def __init__(self, client: MeetingsClient, *, token: str | None) -> None:
         self.client = client
+        self.token = token
 
     @unary
     async def CreateMeeting(

@@ -45,8 +45,9 @@ def _remove_observer(kind: ObserverKind, response: type[Any]) -> Any:
 
 
 class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, *, token: str | None) -> None:
         self.manager = manager
+        self.token = token
 
     @unary
     async def CreateSession(

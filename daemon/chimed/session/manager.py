@@ -15,6 +15,7 @@ import grpc
 from chime.v1 import events_pb2, session_pb2, types_pb2
 from google.protobuf.message import Message
 
+from chimed.config import LOOPBACK_MEDIA, MediaConfig
 from chimed.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from chimed.meetings.convert import attendee_from_json, meeting_from_json, parse_document
 from chimed.session.audio import SessionAudio, check_selection
@@ -195,9 +196,12 @@ def session_config(request: session_pb2.CreateSessionRequest) -> SessionConfig:
 
 
 class SessionManager:
-    def __init__(self, devices: DeviceMonitor | None = None) -> None:
+    def __init__(
+        self, devices: DeviceMonitor | None = None, *, media: MediaConfig = LOOPBACK_MEDIA
+    ) -> None:
         self.sessions: dict[str, ManagedSession] = {}
         self.devices = devices or DeviceMonitor()
+        self.media = media  # every session's (DaemonConfig.session_media())
 
     async def create(self, request: session_pb2.CreateSessionRequest) -> ManagedSession:
         config = session_config(request)
@@ -223,7 +227,7 @@ class SessionManager:
             return core.roster
 
         realtime = RealtimeAudio(hub, roster)
-        core = ChimeSession(config, realtime)
+        core = ChimeSession(config, realtime, media=self.media)
         core.on_audio_metadata = realtime.on_audio_metadata
         selection = session_pb2.DeviceSelection()
         selection.CopyFrom(request.devices)

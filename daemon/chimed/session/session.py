@@ -25,6 +25,7 @@ from chime.v1 import events_pb2, session_pb2, types_pb2
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from chimed.config import LOOPBACK_MEDIA, MediaConfig
 from chimed.media.peer import AudioConsumer, ChimePeer
 from chimed.session import status as st
 from chimed.session.config import SessionConfig
@@ -137,8 +138,10 @@ class ChimeSession:
         join_timeout: float = JOIN_TIMEOUT_S,
         audio_input: MediaStreamTrack | None = None,
         audio_output: AudioConsumer | None = None,
+        media: MediaConfig = LOOPBACK_MEDIA,
     ) -> None:
         self.config = config
+        self.media = media  # its peer's ICE settings, jitter depth and Opus complexity
         self._sink = sink
         self._join_timeout = join_timeout
         self._audio_input = audio_input
@@ -168,6 +171,11 @@ class ChimeSession:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def peer(self) -> ChimePeer | None:
+        """The media connection while one exists (joining or joined)."""
+        return self._peer
 
     @property
     def muted(self) -> bool:
@@ -336,6 +344,7 @@ class ChimeSession:
             audio_input=self._audio_input,
             audio_output=self._audio_output,
             muted=self._muted,
+            media=self.media,
         )
         self._step = "ICE gathering"
         offer = await self._peer.create_offer()
