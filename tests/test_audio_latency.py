@@ -33,7 +33,8 @@ N = 960
 def rtp(seq: int) -> RtpPacket:
     packet = RtpPacket(payload_type=111, sequence_number=seq % 0x10000, timestamp=seq * N)
     packet.payload = seq.to_bytes(4, "big")
-    packet._data = packet.payload  # type: ignore[attr-defined]  # what the receiver depayloads
+    # what aiortc's receiver depayloads into the packet, which the shallow buffer passes on
+    packet._data = packet.payload  # type: ignore[attr-defined]  # noqa: SLF001
     return packet
 
 

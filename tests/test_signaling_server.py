@@ -81,7 +81,7 @@ class Client:
     async def send(self, f: pb.SdkSignalFrame) -> None:
         await self.ws.send_bytes(bytes([self.type_byte]) + f.SerializePartialToString())
 
-    async def _read(self) -> pb.SdkSignalFrame | None:
+    async def read(self) -> pb.SdkSignalFrame | None:
         msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
         if msg.type != aiohttp.WSMsgType.BINARY:
             return None
@@ -95,7 +95,7 @@ class Client:
             if f.type == kind:
                 return self.pending.pop(i)
         while True:
-            got = await self._read()
+            got = await self.read()
             if got is None:
                 raise AssertionError(f"socket closed ({self.ws.close_code}) awaiting {kind}")
             if got.type == kind:
@@ -104,7 +104,7 @@ class Client:
 
     async def closed(self) -> int | None:
         """Read to the close; the close code."""
-        while await self._read() is not None:
+        while await self.read() is not None:
             pass
         return self.ws.close_code
 

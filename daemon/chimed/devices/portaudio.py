@@ -48,6 +48,18 @@ def _sd() -> Any:
     return sounddevice
 
 
+# sounddevice has no public call for these; its documentation gives the private pair as the
+# way to re-enumerate devices (PortAudio lists them once, in Pa_Initialize).
+def terminate() -> None:
+    """Pa_Terminate: PortAudio lets go of its streams and device list."""
+    _sd()._terminate()  # noqa: SLF001
+
+
+def initialize() -> None:
+    """Pa_Initialize: PortAudio enumerates the devices anew."""
+    _sd()._initialize()  # noqa: SLF001
+
+
 _open_streams = 0
 
 
@@ -177,9 +189,8 @@ def refresh_if_idle() -> bool:
     with _lock:
         if _open_streams:
             return False
-        sd = _sd()
-        sd._terminate()
-        sd._initialize()
+        terminate()
+        initialize()
         return True
 
 

@@ -690,11 +690,11 @@ _READ_BATCH = 64  # datagrams read per wake-up of one relay socket, so one peer 
 
 
 class _ServerProtocol(asyncio.DatagramProtocol):
-    def __init__(self, relay: TurnRelay) -> None:
-        self._relay = relay
+    def __init__(self, from_client: Callable[[bytes, Addr], None]) -> None:
+        self._from_client = from_client
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._relay._from_client(data, (addr[0], addr[1]))
+        self._from_client(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP unreachable from a client that went away: nothing to do
@@ -737,7 +737,7 @@ class TurnRelay:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _ServerProtocol(self), local_addr=(self._host, self._port)
+            lambda: _ServerProtocol(self._from_client), local_addr=(self._host, self._port)
         )
         self._transport = transport
         self._port = transport.get_extra_info("sockname")[1]

@@ -120,6 +120,11 @@ class ChimePeer:
         """Whether received audio is decoded (false while no consumer is set)."""
         return self._decode_gate is None or self._decode_gate.decoding
 
+    @property
+    def undecoded(self) -> int:
+        """Received packets dropped undecoded so far (while no consumer was set)."""
+        return self._decode_gate.dropped if self._decode_gate is not None else 0
+
     async def apply_answer(self, sdp: str) -> None:
         # Before the sender starts: it must see packets or frames from its first recv() on.
         self._gate.opus = first_audio_codec(sdp) == "opus"
