@@ -1,5 +1,6 @@
 """One configuration per daemon and per embedded service: two daemons and an embedded service
-in one process each keep their own media settings, down to the objects their peers run with."""
+in one process each keep their own media settings, down to the objects their peers run with,
+and each daemon its own bearer token."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import aioice.stun
+import grpc
 import pytest
 from aiortc import RTCPeerConnection
 from chime.client import connect_aio
-from chime.v1 import session_pb2
+from chime.v1 import session_pb2, session_pb2_grpc
 from chimed.config import DaemonConfig, EmbeddedConfig, MediaConfig
 from chimed.media import shortcuts
 from chimed.media.ice import IceSettings
@@ -130,3 +132,40 @@ async def test_two_daemons_and_an_embedded_service_keep_their_own_media_settings
     # Each side's transactions ran on its own timer, and aioice's own default stays untouched.
     assert {0.1, 0.2, 0.15} <= set(first_rtos) <= {0.1, 0.2, 0.15}
     assert aioice.stun.RETRY_RTO == 0.5
+
+
+async def _listed_with(port: int | None, token: str) -> grpc.StatusCode:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = session_pb2_grpc.SessionServiceStub(channel)
+        try:
+            await stub.ListSessions(
+                session_pb2.ListSessionsRequest(), metadata=(("authorization", f"Bearer {token}"),)
+            )
+        except grpc.aio.AioRpcError as e:
+            return e.code()
+        return grpc.StatusCode.OK
+
+
+async def test_each_daemon_in_a_process_asks_for_its_own_token(tmp_path: Path) -> None:
+    daemons = [
+        Daemon(
+            DaemonConfig(
+                socket_path=str(tmp_path / f"{name}.sock"),
+                listen="127.0.0.1:0",
+                token=f"{name}-token",
+                control_plane="http://127.0.0.1:9",  # never called here
+            )
+        )
+        for name in ("a", "b")
+    ]
+    for daemon in daemons:
+        await daemon.start()
+    try:
+        a, b = (daemon.tcp_port for daemon in daemons)
+        assert await _listed_with(a, "a-token") == grpc.StatusCode.OK
+        assert await _listed_with(b, "b-token") == grpc.StatusCode.OK
+        assert await _listed_with(a, "b-token") == grpc.StatusCode.UNAUTHENTICATED
+        assert await _listed_with(b, "a-token") == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        for daemon in daemons:
+            await daemon.stop()
