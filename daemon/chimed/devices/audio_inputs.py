@@ -27,12 +27,11 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from chimed.devices import portaudio
 from chimed.devices.pcm import (
-    FRAME_SAMPLES,
     MAX_FEED_RATE,
     MIN_FEED_RATE,
-    SAMPLE_RATE,
     Chunk,
     Pacer,
     Resampler,

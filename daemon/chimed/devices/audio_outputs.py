@@ -19,11 +19,11 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from chimed.audio_format import SAMPLE_RATE
 from chimed.devices import portaudio
 from chimed.devices.pcm import (
     MAX_FEED_RATE,
     MIN_FEED_RATE,
-    SAMPLE_RATE,
     Resampler,
     SampleRing,
     Samples,

@@ -101,10 +101,8 @@ def check_virtual(
     is_output = name in VIRTUAL_OUTPUTS
     if not is_input and not is_output:
         raise LookupError(f"unknown audio device {device_id!r}")
-    if direction == INPUT and not is_input:
-        raise ValueError(f"{device_id} is an output device; it cannot be used as an input")
-    if direction == OUTPUT and not is_output:
-        raise ValueError(f"{device_id} is an input device; it cannot be used as an output")
+    if not (is_input if direction == INPUT else is_output):
+        raise wrong_direction(device_id, direction)
     unknown = sorted(set(params) - PARAMS[(direction, name)])
     if unknown:
         raise ValueError(f"{device_id}: unknown parameter(s) {', '.join(unknown)}")

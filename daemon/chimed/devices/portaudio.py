@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from chimed.devices.pcm import FRAME_SAMPLES, SAMPLE_RATE
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 
 T = TypeVar("T")
 

@@ -15,7 +15,8 @@ from chimed.errors import FailedPrecondition, InvalidArgument
 from chimed.server.errors import Servicer, abort_with, streaming, unary
 from chimed.session.chime_session import state_name
 from chimed.session.events import ObserverKind
-from chimed.session.manager import TOPIC_RE, ManagedSession, SessionManager
+from chimed.session.manager import ManagedSession, SessionManager
+from chimed.signaling.data_limits import MAX_DATA_BYTES, TOPIC_PATTERN, valid_topic
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 START_WAIT_TIMEOUT_S = 30.0
@@ -106,15 +107,17 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     ) -> session_pb2.SendMessageResponse:
         session = self.manager.get(request.session_id)
         topic = request.topic or session.config.data_message_topic
-        if not TOPIC_RE.match(topic):
-            raise InvalidArgument("topic must match ^[a-zA-Z0-9_-]{1,36}$")
+        if not valid_topic(topic):
+            raise InvalidArgument(f"topic must match {TOPIC_PATTERN}")
         if not request.HasField("message"):
             raise InvalidArgument("message is missing: give a JSON object")
         data = json.dumps(
             json_format.MessageToDict(request.message), separators=(",", ":"), ensure_ascii=False
         ).encode()
-        if len(data) > 2048:
-            raise InvalidArgument(f"message is {len(data)} bytes as JSON; at most 2048 are allowed")
+        if len(data) > MAX_DATA_BYTES:
+            raise InvalidArgument(
+                f"message is {len(data)} bytes as JSON; at most {MAX_DATA_BYTES} are allowed"
+            )
         if session.chime_session.state != session_pb2.SESSION_STATE_STARTED:
             state = state_name(session.chime_session.state)
             raise FailedPrecondition(f"session {session.session_id} is {state}; start it first")
@@ -151,8 +154,8 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         session = self.manager.get(request.session_id)
         topics = list(request.topics) or [session.config.data_message_topic]
         for topic in topics:
-            if not TOPIC_RE.match(topic):
-                raise InvalidArgument(f"topic {topic!r} must match ^[a-zA-Z0-9_-]{{1,36}}$")
+            if not valid_topic(topic):
+                raise InvalidArgument(f"topic {topic!r} must match {TOPIC_PATTERN}")
         async for event in self._observe(session, ObserverKind.DATA_MESSAGE, request, topics):
             yield event  # type: ignore[misc]
 

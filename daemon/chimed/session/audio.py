@@ -32,6 +32,7 @@ from chime.v1 import events_pb2, session_pb2, types_pb2
 from chimed.devices import listing, opening
 from chimed.devices.audio_inputs import AudioInput, PcmFeedInput, SilenceInput
 from chimed.devices.audio_outputs import AudioOutput, NullOutput, PcmFeedOutput
+from chimed.devices.ids import wrong_direction
 from chimed.errors import FailedPrecondition
 from chimed.session.audio_tracks import InputSwitch, MixFanout, MixTap
 from chimed.session.chime_session import ChimeSession
@@ -111,11 +112,6 @@ async def release(device: AudioInput | AudioOutput | None) -> None:
         device.stop()
 
 
-def _wrong_direction(device_id: str, found: Sequence[Direction], wanted: Direction) -> ValueError:
-    other = _slot(next(iter(found)))
-    return ValueError(f"{device_id} is an {other} device; it cannot be used as an {_slot(wanted)}")
-
-
 async def check_device(
     device_id: str, direction: Direction, monitor: DeviceMonitor | None = None
 ) -> types_pb2.MediaDevice:
@@ -125,7 +121,7 @@ async def check_device(
     if device_id.startswith("hw:"):
         found = await directions_of(device_id, monitor)
         if direction not in found:
-            raise _wrong_direction(device_id, list(found), direction)
+            raise wrong_direction(device_id, direction)
         return found[direction]
     await release(await opening.open_async(device_id, direction))
     return _describe(device_id, direction)
@@ -326,7 +322,7 @@ class SessionAudio:
                 )
             direction = next(iter(found))
         elif direction not in found:
-            raise _wrong_direction(device_id, list(found), direction)
+            raise wrong_direction(device_id, direction)
         if not self.is_open and not device_id.startswith("hw:"):
             await check_device(device_id, direction)  # then only selected, for the next start
         # A start may have opened the devices during those awaits: then switch for real (a

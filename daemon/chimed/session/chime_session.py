@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from chimed.session.events import EventSink, ObserverKind
 from chimed.session.roster import Roster
 from chimed.signaling import messages
 from chimed.signaling.client import SignalingClient, SignalingError, SignalingRejected
+from chimed.signaling.data_limits import MAX_DATA_BYTES, TOPIC_PATTERN, valid_topic
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ STARTED = session_pb2.SESSION_STATE_STARTED
 STOPPING = session_pb2.SESSION_STATE_STOPPING
 STOPPED = session_pb2.SESSION_STATE_STOPPED
 
-TOPIC_RE = re.compile(r"[a-zA-Z0-9_-]{1,36}")
-MAX_DATA_BYTES = 2048
 MAX_LIFETIME_MS = 0xFFFFFFFF
 JOIN_TIMEOUT_S = 15.0
 LEAVE_ACK_TIMEOUT_S = 2.0
@@ -70,8 +68,8 @@ def state_name(state: State) -> str:
 
 def validate_data_message(topic: str, data: bytes, lifetime_ms: int) -> None:
     """The limits the SDK and the service enforce, as ValueErrors that say which one."""
-    if not TOPIC_RE.fullmatch(topic):
-        raise ValueError(f"topic {topic!r} must match ^[a-zA-Z0-9_-]{{1,36}}$")
+    if not valid_topic(topic):
+        raise ValueError(f"topic {topic!r} must match {TOPIC_PATTERN}")
     if len(data) > MAX_DATA_BYTES:
         raise ValueError(f"data is {len(data)} bytes; at most {MAX_DATA_BYTES} are allowed")
     if not 0 <= lifetime_ms <= MAX_LIFETIME_MS:

@@ -25,11 +25,11 @@ from chimed.session.events import ObserverKind
 from chimed.session.observers import ObserverHub
 from chimed.session.realtime import RealtimeAudio
 from chimed.session.roster import Roster
+from chimed.signaling.data_limits import TOPIC_PATTERN, valid_topic
 
 log = logging.getLogger(__name__)
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-TOPIC_RE = re.compile(r"^[a-zA-Z0-9_-]{1,36}$")
 MAX_SESSIONS = 256
 DEFAULT_TOPIC = "default"
 
@@ -177,8 +177,8 @@ def session_config(request: session_pb2.CreateSessionRequest) -> SessionConfig:
     _require(attendee.attendee_id, a_where + a_names["id"])
     _require(attendee.join_token, a_where + a_names["token"])
     topic = request.data_message_topic or DEFAULT_TOPIC
-    if not TOPIC_RE.match(topic):
-        raise InvalidArgument("data_message_topic must match ^[a-zA-Z0-9_-]{1,36}$")
+    if not valid_topic(topic):
+        raise InvalidArgument(f"data_message_topic must match {TOPIC_PATTERN}")
     return SessionConfig(
         meeting_id=meeting.meeting_id,
         external_meeting_id=meeting.external_meeting_id,
