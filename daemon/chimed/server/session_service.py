@@ -1,8 +1,8 @@
-"""SessionService: thin adapter between chime.v1 messages and the session manager."""
+"""SessionService: parses chime.v1 requests, calls the session layer, builds the responses.
+Every rule a request must meet is the session layer's (session/manager.py)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,15 +11,11 @@ from chime.v1 import events_pb2, session_pb2, session_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from chimed.errors import FailedPrecondition, InvalidArgument
-from chimed.server.errors import Servicer, abort_with, streaming, unary
-from chimed.session.chime_session import state_name
+from chimed.server.errors import Servicer, streaming, unary
 from chimed.session.events import ObserverKind
-from chimed.session.manager import ManagedSession, SessionManager
-from chimed.signaling.data_limits import MAX_DATA_BYTES, TOPIC_PATTERN, valid_topic
+from chimed.session.manager import SessionManager
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-START_WAIT_TIMEOUT_S = 30.0
 
 
 def _add_observer(kind: ObserverKind) -> Any:
@@ -28,7 +24,8 @@ def _add_observer(kind: ObserverKind) -> Any:
     @streaming
     async def add(self: SessionService, request: Any, context: Ctx) -> AsyncIterator[Message]:
         session = self.manager.get(request.session_id)
-        async for event in self._observe(session, kind, request):
+        # The request rides along as the stream's options (e.g. active-speaker weights).
+        async for event in session.observe(kind, request.observer_id, request):
             yield event
 
     return add
@@ -39,8 +36,8 @@ def _remove_observer(kind: ObserverKind, response: type[Any]) -> Any:
 
     @unary
     async def remove(self: SessionService, request: Any, context: Ctx) -> Any:
-        hub = self.manager.get(request.session_id).hub
-        return response(removed=hub.remove(kind, request.observer_id))
+        session = self.manager.get(request.session_id)
+        return response(removed=session.remove_observers(kind, request.observer_id))
 
     return remove
 
@@ -72,7 +69,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         return session_pb2.ListSessionsResponse(
             sessions=[
                 s.to_proto(include_join_token=request.include_join_token)
-                for s in self.manager.sessions.values()
+                for s in self.manager.list_sessions()
             ]
         )
 
@@ -88,9 +85,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self, request: session_pb2.StartRequest, context: Ctx
     ) -> session_pb2.StartResponse:
         session = self.manager.get(request.session_id)
-        await session.chime_session.start()
-        if request.wait:
-            await session.chime_session.wait_started(START_WAIT_TIMEOUT_S)
+        await session.start(wait=request.wait)
         return session_pb2.StartResponse(session=session.to_proto())
 
     @unary
@@ -98,7 +93,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self, request: session_pb2.StopRequest, context: Ctx
     ) -> session_pb2.StopResponse:
         session = self.manager.get(request.session_id)
-        await session.chime_session.stop()
+        await session.stop()
         return session_pb2.StopResponse(session=session.to_proto())
 
     @unary
@@ -106,64 +101,26 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self, request: session_pb2.SendMessageRequest, context: Ctx
     ) -> session_pb2.SendMessageResponse:
         session = self.manager.get(request.session_id)
-        topic = request.topic or session.config.data_message_topic
-        if not valid_topic(topic):
-            raise InvalidArgument(f"topic must match {TOPIC_PATTERN}")
-        if not request.HasField("message"):
-            raise InvalidArgument("message is missing: give a JSON object")
-        data = json.dumps(
-            json_format.MessageToDict(request.message), separators=(",", ":"), ensure_ascii=False
-        ).encode()
-        if len(data) > MAX_DATA_BYTES:
-            raise InvalidArgument(
-                f"message is {len(data)} bytes as JSON; at most {MAX_DATA_BYTES} are allowed"
-            )
-        if session.chime_session.state != session_pb2.SESSION_STATE_STARTED:
-            state = state_name(session.chime_session.state)
-            raise FailedPrecondition(f"session {session.session_id} is {state}; start it first")
-        try:
-            sent = await session.chime_session.send_message(topic, data, request.lifetime_ms)
-        except ValueError as e:
-            raise InvalidArgument(str(e)) from None
-        return session_pb2.SendMessageResponse(data_message=sent)
-
-    # --- observers ------------------------------------------------------------------------
-    async def _observe(
-        self,
-        session: ManagedSession,
-        kind: ObserverKind,
-        request: Any,
-        topics: list[str] | None = None,
-    ) -> AsyncIterator[Message]:
-        # The request rides along as the stream's options (e.g. active-speaker weights).
-        observer = session.hub.add(
-            kind, request.observer_id, session.snapshot(kind), topics, options=request
+        message = (
+            json_format.MessageToDict(request.message) if request.HasField("message") else None
         )
-        try:
-            async for event in observer.events():
-                yield event
-        finally:
-            session.hub.discard(observer)
-        if observer.end is not None and observer.end[0] != grpc.StatusCode.OK:
-            raise abort_with(*observer.end)
+        sent = await session.send_message(request.topic, message, request.lifetime_ms)
+        return session_pb2.SendMessageResponse(data_message=sent)
 
     @streaming
     async def AddDataMessageObserver(
         self, request: session_pb2.AddDataMessageObserverRequest, context: Ctx
     ) -> AsyncIterator[events_pb2.DataMessageEvent]:
         session = self.manager.get(request.session_id)
-        topics = list(request.topics) or [session.config.data_message_topic]
-        for topic in topics:
-            if not valid_topic(topic):
-                raise InvalidArgument(f"topic {topic!r} must match {TOPIC_PATTERN}")
-        async for event in self._observe(session, ObserverKind.DATA_MESSAGE, request, topics):
+        kind = ObserverKind.DATA_MESSAGE
+        async for event in session.observe(kind, request.observer_id, request, request.topics):
             yield event  # type: ignore[misc]
 
     @unary
     async def RemoveObservers(
         self, request: session_pb2.RemoveObserversRequest, context: Ctx
     ) -> session_pb2.RemoveObserversResponse:
-        removed = self.manager.get(request.session_id).hub.remove(None)
+        removed = self.manager.get(request.session_id).remove_observers()
         return session_pb2.RemoveObserversResponse(removed=removed)
 
     # One Add/Remove pair per seed contract; all but the data-message stream are alike.
