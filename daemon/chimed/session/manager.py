@@ -44,8 +44,6 @@ MAX_SESSIONS = 256
 DEFAULT_TOPIC = "default"
 START_WAIT_TIMEOUT_S = 30.0
 
-SnapshotFn = Callable[["ManagedSession", ObserverKind], list[tuple[str, Message]]]
-
 
 @dataclass(eq=False)
 class ManagedSession:
@@ -285,7 +283,7 @@ class SessionManager:
     async def create(self, request: session_pb2.CreateSessionRequest) -> ManagedSession:
         config = session_config(request)
         session_id = request.session_id or uuid.uuid4().hex[:12]
-        if not SESSION_ID_RE.match(session_id):
+        if not SESSION_ID_RE.fullmatch(session_id):
             raise InvalidArgument("session_id must be 1-64 of [A-Za-z0-9_.-]")
         await check_selection(request.devices, self.devices)
         # From here to the insertion nothing awaits, so the uniqueness checks hold.
