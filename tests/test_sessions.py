@@ -206,6 +206,14 @@ async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: Any)
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "data_message_topic" in details
+    # A trailing newline is not part of the syntax ("$" alone would let it through).
+    for field, value in (("data_message_topic", "chat\n"), ("session_id", "dup-1\n")):
+        code, details = await _code(
+            chimed.sessions.CreateSession(
+                S.CreateSessionRequest(meeting=meeting, attendee=attendee, **{field: value})
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details
     await chimed.sessions.CreateSession(
         S.CreateSessionRequest(meeting=meeting, attendee=attendee, session_id="dup-1")
     )

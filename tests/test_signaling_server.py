@@ -18,7 +18,8 @@ from chime.signaling import signaling_pb2 as pb
 from chimed.embedded.data_messages import DataMessages, Limits
 from chimed.embedded.meetings import Attendee, Meeting, Registry
 from chimed.embedded.room import Room
-from chimed.embedded.signaling_server import SignalingServer, TurnCredentials, TurnProvider
+from chimed.embedded.signaling_server import SignalingServer, TurnProvider
+from chimed.embedded.turn_server import TurnCredentials
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 
 T = pb.SdkSignalFrame.Type

@@ -30,6 +30,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
 
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from chimed.embedded.audio_levels import MetadataTracker
 from chimed.embedded.mixer import AudioMixer
 from chimed.embedded.opus_out import OpusStream, SharedOpus
@@ -40,9 +41,6 @@ from chimed.media.opus import packet as opus_packet
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48000
-PTIME = 0.020
-SAMPLES_PER_FRAME = int(SAMPLE_RATE * PTIME)
 METADATA_INTERVAL = 0.2  # the real service sends AUDIO_METADATA every 100-200 ms
 
 # (meeting id, attendee states): one AUDIO_METADATA frame's content for the whole meeting.
@@ -94,11 +92,11 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
         if self._start is None:
             self._start = time.monotonic()
         else:
-            self._pts += SAMPLES_PER_FRAME
+            self._pts += FRAME_SAMPLES
             delay = self._start + self._pts / SAMPLE_RATE - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        pcm = self._mixer.pull(self._listener, SAMPLES_PER_FRAME)
+        pcm = self._mixer.pull(self._listener, FRAME_SAMPLES)
         if self.opus is not None:
             last = self._last
             if pcm is None:
@@ -111,8 +109,8 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
                 self._own = OpusStream()
             self._last = "own"  # its encoder's state is stale unless it made the last packet
             return opus_packet(self._own.encode(pcm, last != "own"), self._pts)
-        frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES_PER_FRAME)
-        frame.planes[0].update(pcm if pcm is not None else bytes(SAMPLES_PER_FRAME * 2))
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(pcm if pcm is not None else bytes(FRAME_SAMPLES * 2))
         frame.pts = self._pts
         frame.sample_rate = SAMPLE_RATE
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)

@@ -17,8 +17,8 @@ from chimed.embedded.turn_server import (
     TurnCredentials,
     TurnServer,
     TurnStats,
-    is_loopback_v4,
 )
+from chimed.loopback import is_loopback
 
 RELAY_HOST = "127.0.0.1"
 _READ_BATCH = 64  # datagrams read per wake-up of one relay socket, so one peer cannot starve others
@@ -155,7 +155,7 @@ class TurnRelay:
             if isinstance(out, ToPeer):
                 sock = self._relays.get(out.relay)
                 # The state machine admits loopback peers only; refuse anything else here too.
-                if sock is None or not is_loopback_v4(out.addr[0]):
+                if sock is None or not is_loopback(out.addr[0], ipv4_only=True):
                     continue
                 try:
                     sock.sendto(out.data, out.addr)

@@ -4,7 +4,6 @@ the control-plane client and, by default, the embedded Chime service in the same
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from chimed.devices import opening
 from chimed.errors import InvalidArgument
+from chimed.loopback import is_loopback
 from chimed.media import jitter
 from chimed.media.ice import pin_host_addresses
 from chimed.media.peer import drain_closing
@@ -76,15 +76,6 @@ class DaemonConfig:
     embedded_port: int = 0
     # Host ICE candidates; None: loopback with the embedded service, every interface with AWS.
     ice_host_addresses: list[str] | None = None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -146,7 +137,7 @@ class Daemon:
         if cfg.listen:
             host, _ = _split_listen(cfg.listen)
             secured = bool(cfg.tls_cert and cfg.tls_key and cfg.token)
-            if not _is_loopback(host) and not secured:
+            if not is_loopback(host) and not secured:
                 raise InvalidArgument(
                     f"refusing to listen on {host}: TCP beyond loopback needs --tls-cert, "
                     "--tls-key and a token"
