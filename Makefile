@@ -8,7 +8,7 @@ APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins lib
 PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
 ARGS ?=
 
-.PHONY: run test bench bench-audio lint proto proto-check deps system-deps web clean
+.PHONY: run test bench bench-audio lint proto proto-check api-check api-snapshot deps system-deps web clean
 
 run: deps
 	$(BIN)/chimed $(ARGS)
@@ -38,6 +38,19 @@ proto: $(VENV)/.installed
 proto-check: proto
 	git diff --exit-code -- clients/python
 	test -z "$$(git status --porcelain -- clients/python)"
+
+# The public API (chime.v1, see buf.yaml): lint at buf's STANDARD, and no change that breaks
+# callers of the released API, as recorded in API_SNAPSHOT.
+API_SNAPSHOT := protos/snapshots/chime-v1.binpb
+
+api-check: $(VENV)/.installed
+	$(BIN)/buf lint
+	$(BIN)/buf breaking --against $(API_SNAPSHOT)
+
+# Run on a release, deliberately: what API_SNAPSHOT holds is what api-check protects.
+# Without source info, so comment edits leave it alone.
+api-snapshot: $(VENV)/.installed
+	$(BIN)/buf build --exclude-source-info -o $(API_SNAPSHOT)
 
 deps: system-deps $(VENV)/.installed web
 

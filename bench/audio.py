@@ -44,7 +44,6 @@ from chimed.media.ice import pin_host_addresses, rtc_configuration
 
 from bench.stats import cpu_seconds, percentile, rss_mb
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
-from tests.helpers import wait_observers
 
 S = session_pb2
 A = audio_pb2
@@ -199,7 +198,7 @@ async def latency(chimed: AsyncChimed, bursts: int) -> dict[str, Any]:
 
     readers = [asyncio.create_task(read_output()), asyncio.create_task(read_speakers())]
     try:
-        await wait_observers(chimed, b.session_id, "active_speaker")
+        await speakers.initial_metadata()  # the observer is registered
         await feed.write(A.StreamInputRequest(session_id=a.session_id, format=fmt))
 
         async def step(now: float) -> None:

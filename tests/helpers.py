@@ -50,8 +50,8 @@ async def wait_observers(
 ) -> None:
     """Until the session has `count` observer streams of `kind` (an ObserverCounts field).
 
-    Registering a stream is asynchronous to the caller that opened it and no event says it
-    happened, so this polls the count the API exposes."""
+    For tests of the count itself: to know one stream is registered, await its response
+    headers (EventStream.registered)."""
     deadline = time.monotonic() + timeout
     while True:
         got = await chimed.sessions.GetSession(session_pb2.GetSessionRequest(session_id=session_id))

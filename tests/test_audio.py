@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 from chime.client import AsyncChimed, connect_aio
 from chime.v1 import audio_pb2, session_pb2, types_pb2
-from chimed.devices import registry
+from chimed.devices import opening
 from chimed.devices.audio_inputs import SoundDeviceInput, ToneInput
 
 from tests import pulse as pulse_mod
@@ -517,8 +517,8 @@ async def test_tone_through_pulseaudio_devices(chimed: Any, pulse: Any) -> None:
     )
     b = await create_session(chimed, meeting, "hw-b", devices=selection("", "hw:pulse:chimed_b"))
     source = ToneInput(frequency_hz=880.0, level_dbfs=-10.0)
-    speaker = registry.open_output("hw:pulse:chimed_a")
-    mic = registry.open_input("hw:pulse:chimed_b.monitor")
+    speaker = opening.open_output("hw:pulse:chimed_a")
+    mic = opening.open_input("hw:pulse:chimed_b.monitor")
     assert isinstance(mic, SoundDeviceInput)
     try:
         speaker.start(source)
@@ -683,7 +683,7 @@ async def test_hardware_input_lost_mid_session_falls_back_to_silence(
     b = await create_session(chimed, meeting, "lost-b")
     c = await create_session(chimed, meeting, "lost-c", devices=selection(gone_id))
     source = ToneInput(frequency_hz=660.0, level_dbfs=-10.0)
-    speaker = registry.open_output("hw:pulse:chimed_mic")
+    speaker = opening.open_output("hw:pulse:chimed_mic")
     speaker.start(source)
     a_events = EventStream(
         chimed.sessions.AddDeviceObserver(S.AddDeviceObserverRequest(session_id=a.session_id))

@@ -16,7 +16,7 @@ import pytest
 import sounddevice as sd
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from chime.v1 import types_pb2
-from chimed.devices import portaudio, registry
+from chimed.devices import ids, listing, opening, portaudio
 from chimed.devices.audio_inputs import FileInput, PcmFeedInput, SoundDeviceInput, ToneInput
 from chimed.devices.audio_outputs import PcmFeedOutput, SoundDeviceOutput, WavRecorder
 
@@ -90,7 +90,7 @@ def write_wav(path: Path, rate: int, channels: int, samples: np.ndarray) -> None
 async def test_sounddevice_and_registry_see_pulse(pulse: PulseServer) -> None:
     names = {d["name"] for d in sd.query_devices()}
     assert {"pulse", "default"} <= names
-    devices = await registry.list_devices()
+    devices = await listing.list_devices()
     by_direction = {(d.id, d.direction) for d in devices}
     assert ("hw:ALSA:pulse", types_pb2.DEVICE_DIRECTION_INPUT) in by_direction
     assert ("hw:ALSA:pulse", types_pb2.DEVICE_DIRECTION_OUTPUT) in by_direction
@@ -102,7 +102,7 @@ async def test_sounddevice_and_registry_see_pulse(pulse: PulseServer) -> None:
     assert ("virtual:tone", types_pb2.DEVICE_DIRECTION_INPUT) in virtual
     assert ("virtual:wav", types_pb2.DEVICE_DIRECTION_OUTPUT) in virtual
     # Ids are stable across re-queries.
-    assert [d.id for d in await registry.list_devices()] == [d.id for d in devices]
+    assert [d.id for d in await listing.list_devices()] == [d.id for d in devices]
 
 
 async def capture_tone(mic: SoundDeviceInput, seconds: float) -> np.ndarray:
@@ -118,9 +118,9 @@ async def capture_tone(mic: SoundDeviceInput, seconds: float) -> np.ndarray:
 async def test_tone_round_trip_through_null_sink(pulse: PulseServer) -> None:
     """ToneInput -> hardware output into null sink A -> A's monitor -> hardware input."""
     tone = ToneInput(frequency_hz=1234.0, level_dbfs=-12.0)
-    speaker = registry.open_output("hw:pulse:chimed_a")
-    mic = registry.open_input("hw:pulse:chimed_a.monitor")
-    other = registry.open_input("hw:pulse:chimed_b.monitor")
+    speaker = opening.open_output("hw:pulse:chimed_a")
+    mic = opening.open_input("hw:pulse:chimed_a.monitor")
+    other = opening.open_input("hw:pulse:chimed_b.monitor")
     assert isinstance(speaker, SoundDeviceOutput) and isinstance(mic, SoundDeviceInput)
     assert isinstance(other, SoundDeviceInput)
     try:
@@ -144,10 +144,10 @@ async def test_tone_round_trip_through_null_sink(pulse: PulseServer) -> None:
 
 async def test_hot_plug_seen_by_watcher_while_streams_run(pulse: PulseServer) -> None:
     changes: asyncio.Queue[Sequence[types_pb2.MediaDevice]] = asyncio.Queue()
-    watcher = registry.DeviceWatcher(changes.put_nowait, interval=0.5)
+    watcher = listing.DeviceWatcher(changes.put_nowait, interval=0.5)
     tone = ToneInput(frequency_hz=500.0, level_dbfs=-12.0)
-    speaker = registry.open_output("hw:pulse:chimed_a")
-    mic = registry.open_input("hw:pulse:chimed_a.monitor")
+    speaker = opening.open_output("hw:pulse:chimed_a")
+    mic = opening.open_input("hw:pulse:chimed_a.monitor")
     assert isinstance(mic, SoundDeviceInput)
     module = ""
     try:
@@ -175,7 +175,7 @@ async def test_hot_plug_seen_by_watcher_while_streams_run(pulse: PulseServer) ->
             ("hw:pulse:chimed_hot.monitor", types_pb2.DEVICE_DIRECTION_INPUT),
         }
         # The new sink can be opened while other streams are open.
-        recorder = registry.open_output("hw:pulse:chimed_hot")
+        recorder = opening.open_output("hw:pulse:chimed_hot")
         await recorder.stop()
         pulse.pactl("unload-module", module)
         module = ""
@@ -196,7 +196,7 @@ async def test_hot_plug_seen_by_watcher_while_streams_run(pulse: PulseServer) ->
 
 
 async def test_tone_input_frames_are_paced_opus_ready() -> None:
-    tone = registry.open_input("virtual:tone?frequency=440&level=-20")
+    tone = opening.open_input("virtual:tone?frequency=440&level=-20")
     try:
         frames = [await tone.recv() for _ in range(3)]
     finally:
@@ -263,7 +263,7 @@ async def test_inputs_started_apart_release_frames_together() -> None:
 
 async def test_silence_and_a_starved_feed_read_as_none() -> None:
     """Digital silence reads as None (nothing to encode) and as a zero frame through recv()."""
-    silence = registry.open_input("virtual:silence")
+    silence = opening.open_input("virtual:silence")
     feed = PcmFeedInput(grace_ms=0)
     try:
         assert await silence.read() is None
@@ -283,7 +283,7 @@ async def test_wav_recorder_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     chunks = [rng.integers(-20000, 20000, 960, dtype=np.int16) for _ in range(25)]
     path = tmp_path / "out.wav"
-    recorder = registry.open_output(f"virtual:wav?path={path}")
+    recorder = opening.open_output(f"virtual:wav?path={path}")
     assert isinstance(recorder, WavRecorder)
     recorder.start(FiniteTrack(chunks))
     await asyncio.wait_for(recorder.track_ended.wait(), 10)
@@ -297,8 +297,8 @@ async def test_wav_recorder_round_trip(tmp_path: Path) -> None:
 
 async def test_pcm_feed_resampling_round_trip() -> None:
     """16 kHz stereo in through PcmFeedInput, 22.05 kHz mono out of PcmFeedOutput."""
-    feed = registry.open_input("virtual:pcm")
-    out = registry.open_output("virtual:pcm?rate=22050&channels=1")
+    feed = opening.open_input("virtual:pcm")
+    out = opening.open_output("virtual:pcm?rate=22050&channels=1")
     assert isinstance(feed, PcmFeedInput) and isinstance(out, PcmFeedOutput)
     t = np.arange(int(0.8 * 16000)) / 16000
     tone = np.round(8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
@@ -345,7 +345,7 @@ async def test_file_input_decodes_and_resamples_wav(tmp_path: Path) -> None:
     tone = np.round(10000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
     path = tmp_path / "tone.wav"
     write_wav(path, 44100, 2, np.stack([tone, tone], axis=1).reshape(-1))
-    track = registry.open_input(f"virtual:file?path={path}")
+    track = opening.open_input(f"virtual:file?path={path}")
     assert isinstance(track, FileInput)
     try:
         frames = [await track.recv() for _ in range(20)]  # 0.4 s: the file, then silence
@@ -370,34 +370,34 @@ def test_undecodable_file_and_registry_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk.mp3"
     junk.write_bytes(b"this is not audio at all" * 50)
     with pytest.raises(ValueError, match=r"cannot decode audio file .*junk\.mp3.*: .*Invalid data"):
-        registry.open_input(f"virtual:file?path={junk}")
+        opening.open_input(f"virtual:file?path={junk}")
     with pytest.raises(ValueError, match=r"No such file"):
-        registry.open_input(f"virtual:file?path={tmp_path / 'missing.wav'}")
+        opening.open_input(f"virtual:file?path={tmp_path / 'missing.wav'}")
     with pytest.raises(LookupError):
-        registry.open_input("virtual:nothing")
+        opening.open_input("virtual:nothing")
     with pytest.raises(LookupError):
-        registry.open_output("bogus")
+        opening.open_output("bogus")
     with pytest.raises(ValueError, match=r"virtual:tone is an input device"):
-        registry.open_output("virtual:tone")
+        opening.open_output("virtual:tone")
     with pytest.raises(ValueError, match=r"virtual:null is an output device"):
-        registry.open_input("virtual:null")
+        opening.open_input("virtual:null")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) volume"):
-        registry.open_input("virtual:tone?volume=3")
+        opening.open_input("virtual:tone?volume=3")
     with pytest.raises(ValueError, match=r"frequency must be a number"):
-        registry.open_input("virtual:tone?frequency=high")
+        opening.open_input("virtual:tone?frequency=high")
     with pytest.raises(ValueError, match=r"needs a path"):
-        registry.open_output("virtual:wav")
+        opening.open_output("virtual:wav")
 
 
 async def test_hardware_direction_and_unknown_errors(pulse: PulseServer) -> None:
     with pytest.raises(ValueError, match=r"hw:pulse:chimed_a.monitor is an input device"):
-        registry.open_output("hw:pulse:chimed_a.monitor")
+        opening.open_output("hw:pulse:chimed_a.monitor")
     with pytest.raises(ValueError, match=r"hw:pulse:chimed_b is an output device"):
-        registry.open_input("hw:pulse:chimed_b")
+        opening.open_input("hw:pulse:chimed_b")
     with pytest.raises(LookupError):
-        registry.open_input("hw:pulse:no_such_source")
+        opening.open_input("hw:pulse:no_such_source")
     with pytest.raises(LookupError):
-        registry.open_output("hw:ALSA:no_such_device")
+        opening.open_output("hw:ALSA:no_such_device")
 
 
 # --- robustness ------------------------------------------------------------------------------
@@ -406,7 +406,7 @@ async def test_hardware_direction_and_unknown_errors(pulse: PulseServer) -> None
 async def test_probe_answers_of_cancelled_queries_are_not_taken_later(pulse: PulseServer) -> None:
     """A query cancelled while its answer is on the way (a watcher being stopped) must not
     leave that answer for the next query, which would then report a stale list."""
-    prober = registry.DeviceProber()
+    prober = listing.DeviceProber()
     sink = "chimed_lag"
     module = ""
     try:
@@ -424,7 +424,7 @@ async def test_probe_answers_of_cancelled_queries_are_not_taken_later(pulse: Pul
         await prober.query()
         # Real work meanwhile (a listing through a helper of its own: a process start), during
         # which the shared helper has long answered whatever it still owed.
-        await registry.list_devices()
+        await listing.list_devices()
         module = pulse.pactl("load-module", "module-null-sink", f"sink_name={sink}").strip()
         answer = await prober.query()
         assert sink in {s["name"] for s in answer["pulse"]["sinks"]}
@@ -445,7 +445,7 @@ async def test_hardware_opens_off_the_event_loop(pulse: PulseServer) -> None:
     before = portaudio.open_stream_count()
     loop = asyncio.get_running_loop()
     ran: list[bool] = []
-    opened = registry.open_async("hw:pulse:chimed_a", registry.OUTPUT)
+    opened = opening.open_async("hw:pulse:chimed_a", ids.OUTPUT)
     loop.call_soon(ran.append, True)
     speaker = await opened
     assert ran == [True]  # the loop ran a callback while the device was being opened
@@ -453,13 +453,13 @@ async def test_hardware_opens_off_the_event_loop(pulse: PulseServer) -> None:
     await speaker.stop()
     assert portaudio.open_stream_count() == before
 
-    task = asyncio.create_task(registry.open_async("hw:pulse:chimed_b.monitor", registry.INPUT))
+    task = asyncio.create_task(opening.open_async("hw:pulse:chimed_b.monitor", ids.INPUT))
     await asyncio.sleep(0)  # the task has handed the open to a worker thread
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     # The thread's stream, once open, is closed (in another worker thread).
-    await registry.settle()
+    await opening.settle()
     assert portaudio.open_stream_count() == before
 
 

@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 from chime.v1 import audio_pb2, meeting_pb2, session_pb2, types_pb2
-from chimed.embedded.web import DIST_DIR
+from chimed.embedded.meeting_page import DIST_DIR
 from google.protobuf import struct_pb2
 
 from tests.browser import Browser, BrowserError, Page
 from tests.daemon_proc import DaemonProcess
-from tests.helpers import wait_observers
 from tests.streams import EventStream, attendee_ids
 
 S = session_pb2
@@ -155,7 +154,7 @@ async def test_data_messages_both_ways(meeting: Meeting) -> None:
         m.chimed.sessions.AddDataMessageObserver(S.AddDataMessageObserverRequest(session_id=sid))
     )
     try:
-        await wait_observers(m.chimed, sid, "data_message")
+        await inbox.registered()
         # Browser -> chimed: the SDK's realtimeSendDataMessage with an object sends its JSON.
         await m.page.eval("chimedPage.send({text: 'from the browser', n: 1, ok: true})")
         event = await inbox.expect("data_message_received", timeout=TIMEOUT)

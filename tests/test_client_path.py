@@ -17,21 +17,21 @@ from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as sig
 from chime.v1 import session_pb2, types_pb2
-from chimed.embedded.registry import Attendee, Meeting
+from chimed.embedded.meetings import Attendee, Meeting
 from chimed.embedded.service import EmbeddedChime
 from chimed.media.ice import pin_host_addresses
 from chimed.media.tracks import GateTrack, SilenceTrack
 from chimed.session import status as st
-from chimed.session.config import SessionConfig
-from chimed.session.events import ObserverKind
-from chimed.session.roster import Roster
-from chimed.session.session import (
+from chimed.session.chime_session import (
     ChimeSession,
     SessionStateError,
     SessionStoppedError,
     received_data_message,
     validate_data_message,
 )
+from chimed.session.config import SessionConfig
+from chimed.session.events import ObserverKind
+from chimed.session.roster import Roster
 from chimed.signaling import frames, messages
 from chimed.signaling.client import signaling_url
 from google.protobuf import json_format

@@ -109,7 +109,7 @@ async def test_two_daemons_and_an_embedded_service_keep_their_own_media_settings
         )
 
         for daemon, session, media in ((a, sessions[0], A_MEDIA), (b, sessions[1], B_MEDIA)):
-            peer = daemon.manager.get(session.session_id).core.peer
+            peer = daemon.manager.get(session.session_id).chime_session.peer
             assert peer is not None
             assert peer.encoder_complexity == media.opus_complexity
             assert shortcuts.applied(peer.connection) == shortcuts.Applied(

@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
-from tests.helpers import create_meeting, create_session, started_session, wait_observers
+from tests.helpers import create_meeting, create_session, started_session
 from tests.streams import EventStream, attendee_ids
 
 S = session_pb2
@@ -138,7 +138,7 @@ async def test_two_daemons_share_one_embedded_service_and_sigterm_leaves(
                 S.AddDataMessageObserverRequest(session_id=bob.session_id)
             )
         )
-        await wait_observers(cb, bob.session_id, "data_message")
+        await inbox.registered()
         message = struct_pb2.Struct()
         message.update({"from": "daemon a"})
         await ca.sessions.SendMessage(
@@ -192,7 +192,7 @@ async def test_video_answers_unimplemented_clearly(chimed: Any) -> None:
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "VideoService/StartLocal is not implemented" in (info.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await chimed.video.GetDevices(video_pb2.GetVideoDevicesRequest())
+        await chimed.video.GetDevices(video_pb2.VideoServiceGetDevicesRequest())
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     view = EventStream(
         chimed.video.BindView(video_pb2.BindViewRequest(session_id=session.session_id, tile_id=1))

@@ -19,6 +19,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from chimed.embedded.audio_levels import (
     SILENT_VOLUME,
     LevelMeter,
@@ -26,16 +27,14 @@ from chimed.embedded.audio_levels import (
     MetadataTracker,
     metadata_volume,
 )
+from chimed.embedded.meetings import Meeting
 from chimed.embedded.mixer import (
-    FRAME_SAMPLES,
-    SAMPLE_RATE,
     AudioMixer,
     JitterBuffer,
     frame_to_mono,
     saturate,
 )
 from chimed.embedded.opus_out import SharedOpus
-from chimed.embedded.registry import Meeting
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import OPUS_SILENCE, first_audio_codec
 

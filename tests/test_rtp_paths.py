@@ -21,11 +21,11 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame
 from chimed.devices.audio_inputs import PcmFeedInput, ToneInput
-from chimed.embedded.turn import TurnRelay
+from chimed.embedded.turn_relay import TurnRelay
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 from chimed.media.opus import OPUS_SILENCE
 from chimed.media.peer import ChimePeer
-from chimed.session.audio import InputSwitch
+from chimed.session.audio_tracks import InputSwitch
 
 
 def _opus_payload_type(sdp: str) -> int:

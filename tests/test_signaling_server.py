@@ -16,9 +16,10 @@ from aiortc.mediastreams import AudioStreamTrack
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
 from chimed.embedded.data_messages import DataMessages, Limits
-from chimed.embedded.registry import Attendee, Meeting, Registry
+from chimed.embedded.meetings import Attendee, Meeting, Registry
 from chimed.embedded.room import Room
-from chimed.embedded.signaling_server import SignalingServer, TurnCredentials, TurnProvider
+from chimed.embedded.signaling_server import SignalingServer, TurnProvider
+from chimed.embedded.turn_server import TurnCredentials
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 
 T = pb.SdkSignalFrame.Type
@@ -538,7 +539,7 @@ async def serve_page(
     web_registry: Registry, signaling_registry: Registry
 ) -> AsyncIterator[WebSite]:
     """The meeting page (joining through `web_registry`) and signaling on `signaling_registry`."""
-    from chimed.embedded.web import DIST_DIR, add_web_routes
+    from chimed.embedded.meeting_page import DIST_DIR, add_web_routes
 
     if not (DIST_DIR / "index.html").is_file():
         pytest.fail("the meeting page is not built: run make web")

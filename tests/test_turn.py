@@ -18,7 +18,9 @@ from aioice.turn import create_turn_endpoint, make_integrity_key
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
-from chimed.embedded.turn import Addr, TurnRelay, TurnServer
+from chimed.embedded.stun import Addr
+from chimed.embedded.turn_relay import TurnRelay
+from chimed.embedded.turn_server import TurnServer
 from chimed.media import shortcuts
 from chimed.media.ice import pin_host_addresses, pinned_host_addresses, rtc_configuration
 

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from chimed.embedded import signaling_server
-from chimed.embedded.registry import Registry
+from chimed.embedded.meeting_page import DIST_DIR, add_web_routes
+from chimed.embedded.meetings import Registry
 from chimed.embedded.service import EmbeddedChime
-from chimed.embedded.web import DIST_DIR, add_web_routes
 
 from tests.browser import Browser
 

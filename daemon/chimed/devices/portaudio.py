@@ -1,4 +1,4 @@
-"""PortAudio (sounddevice) access shared by the hardware devices and the registry.
+"""PortAudio (sounddevice) access shared by the hardware devices and the openers (opening.py).
 
 PortAudio enumerates devices once, in Pa_Initialize, and keeps that list until Pa_Terminate;
 re-initializing while a stream is open invalidates the stream. So this process never
@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from chimed.devices.pcm import FRAME_SAMPLES, SAMPLE_RATE
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
+from chimed.errors import InvalidArgument
 
 T = TypeVar("T")
 
@@ -95,7 +96,7 @@ def open_started(
     label: str,
 ) -> Any:
     """Open and start a 48 kHz s16 stream in 20 ms blocks ("input" or "output"), counted as
-    open; a PortAudio failure becomes a ValueError naming the device."""
+    open; a PortAudio failure becomes an InvalidArgument naming the device."""
     sd = _sd()
     stream_type = sd.InputStream if direction == "input" else sd.OutputStream
 
@@ -119,7 +120,7 @@ def open_started(
     try:
         return open_stream(factory, env)
     except sd.PortAudioError as exc:
-        raise ValueError(f"cannot open audio {direction} {label}: {exc}") from exc
+        raise InvalidArgument(f"cannot open audio {direction} {label}: {exc}") from exc
 
 
 def close_stream(stream: Any) -> None:

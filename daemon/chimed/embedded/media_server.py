@@ -7,9 +7,9 @@ the attendee present) and pushed to the meeting's mixer; the attendee receives o
 inactive until video forwarding exists.
 
 The mixer is the seam for real mixing: `Mixer.push` takes a speaker's decoded frames,
-`Mixer.pull` gives a listener's next chunk of PCM (chimed.embedded.mixer.AudioMixer; the
-`SilenceMixer` stand-in hears nothing). Every `metadata_interval` the meeting's speaker levels
-and receivers' packet loss become AUDIO_METADATA attendee states, handed to `on_audio_metadata`.
+`Mixer.pull` gives a listener's next chunk of PCM (chimed.embedded.mixer.AudioMixer). Every
+`metadata_interval` the meeting's speaker levels and receivers' packet loss become
+AUDIO_METADATA attendee states, handed to `on_audio_metadata`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
 
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from chimed.config import LOOPBACK_MEDIA, MediaConfig
 from chimed.embedded.audio_levels import MetadataTracker
 from chimed.embedded.mixer import AudioMixer
@@ -41,9 +42,6 @@ from chimed.media.opus import packet as opus_packet
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48000
-PTIME = 0.020
-SAMPLES_PER_FRAME = int(SAMPLE_RATE * PTIME)
 METADATA_INTERVAL = 0.2  # the real service sends AUDIO_METADATA every 100-200 ms
 
 # (meeting id, attendee states): one AUDIO_METADATA frame's content for the whole meeting.
@@ -72,28 +70,6 @@ class Mixer(Protocol):
         ...
 
 
-class SilenceMixer:
-    """Hears nothing, says nothing: the stand-in until real mixing lands."""
-
-    def push(self, speaker: int, frame: AudioFrame) -> None:
-        pass
-
-    def pull(self, listener: int, samples: int) -> bytes | None:
-        return None
-
-    def remove(self, stream_id: int) -> None:
-        pass
-
-    def set_muted(self, stream_id: int, muted: bool) -> None:
-        pass
-
-    def take_levels(self) -> dict[int, float]:
-        return {}
-
-    def is_shared(self, pcm: bytes) -> bool:
-        return False
-
-
 class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
     """What one attendee hears: every 20 ms, its chunk from the meeting mixer."""
 
@@ -118,11 +94,11 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
         if self._start is None:
             self._start = time.monotonic()
         else:
-            self._pts += SAMPLES_PER_FRAME
+            self._pts += FRAME_SAMPLES
             delay = self._start + self._pts / SAMPLE_RATE - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        pcm = self._mixer.pull(self._listener, SAMPLES_PER_FRAME)
+        pcm = self._mixer.pull(self._listener, FRAME_SAMPLES)
         if self.opus is not None:
             last = self._last
             if pcm is None:
@@ -135,8 +111,8 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
                 self._own = OpusStream(self._complexity)
             self._last = "own"  # its encoder's state is stale unless it made the last packet
             return opus_packet(self._own.encode(pcm, last != "own"), self._pts)
-        frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES_PER_FRAME)
-        frame.planes[0].update(pcm if pcm is not None else bytes(SAMPLES_PER_FRAME * 2))
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(pcm if pcm is not None else bytes(FRAME_SAMPLES * 2))
         frame.pts = self._pts
         frame.sample_rate = SAMPLE_RATE
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import logging
 import weakref
 from collections.abc import Callable
@@ -20,12 +19,13 @@ from chimed.config import LOOPBACK_MEDIA, EmbeddedConfig, MediaConfig
 from chimed.embedded.control_plane import add_control_plane
 from chimed.embedded.events_ingestion import add_event_ingestion_routes
 from chimed.embedded.media_server import MediaServer
-from chimed.embedded.registry import Registry
-from chimed.embedded.signaling_server import TurnCredentials
+from chimed.embedded.meeting_page import add_web_routes
+from chimed.embedded.meetings import Registry
 from chimed.embedded.signaling_server import install as install_signaling
-from chimed.embedded.turn import TurnRelay
-from chimed.embedded.web import add_web_routes
+from chimed.embedded.turn_relay import TurnRelay
+from chimed.embedded.turn_server import TurnCredentials
 from chimed.errors import InvalidArgument
+from chimed.loopback import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +36,6 @@ WS_CLOSE_TIMEOUT = 2.0
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 Hook = Callable[[], object]  # a plain or async function of no arguments
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _call(fn: Hook) -> None:
@@ -137,8 +128,7 @@ class EmbeddedChime:
         return self.base_url, self.ws_url, self.turn_url
 
     def _turn_credentials(self, meeting_id: str, attendee_id: str) -> TurnCredentials:
-        c = self.turn.issue_credentials(attendee_id)
-        return TurnCredentials(c.username, c.password, c.ttl, list(c.uris))
+        return self.turn.issue_credentials(attendee_id)
 
     # --- hooks ---------------------------------------------------------------------------------
     def add_startup(self, fn: Hook) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import fractions
 import glob
 import os
 import re
@@ -21,10 +20,9 @@ from typing import Any, Protocol
 
 import av
 
+from chimed.audio_format import SAMPLE_RATE, TIME_BASE
 from chimed.config import DEFAULT_OPUS_COMPLEXITY
 
-SAMPLE_RATE = 48000
-TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 BIT_RATE = 48000  # mono speech
 # CELT only ("lowdelay": 2.5 ms look-ahead instead of 6.5) at complexity 5 by default, the
 # setting WebRTC uses on phones: a third of the cost of voip at complexity 10 for speech, and

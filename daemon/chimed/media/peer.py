@@ -106,10 +106,6 @@ class ChimePeer:
     def connection_state(self) -> str:
         return str(self._pc.connectionState)
 
-    @property
-    def remote_audio(self) -> MediaStreamTrack | None:
-        return self._remote
-
     async def create_offer(self) -> str:
         """createOffer + setLocalDescription (which gathers every candidate): the offer SDP."""
         await self._pc.setLocalDescription(await self._pc.createOffer())

@@ -52,7 +52,8 @@ from aiortc.rtcrtpsender import RTCRtpSender, random_sequence_number
 from aiortc.rtp import RtpPacket
 from aiortc.utils import random32
 
-from chimed.media.tracks import PTIME_S, GateTrack
+from chimed.audio_format import PTIME_S
+from chimed.media.tracks import GateTrack
 
 log = logging.getLogger(__name__)
 

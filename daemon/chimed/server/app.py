@@ -3,9 +3,7 @@ the control-plane client and, by default, the embedded Chime service in the same
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -28,8 +26,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from chimed.config import DaemonConfig
-from chimed.devices import registry
+from chimed.devices import opening
 from chimed.errors import InvalidArgument
+from chimed.loopback import is_loopback
 from chimed.media.peer import drain_closing
 from chimed.meetings.client import MeetingsClient
 from chimed.server.media_services import AudioService, VideoService
@@ -49,15 +48,6 @@ SERVICE_NAMES = [
     video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name,
     meeting_pb2.DESCRIPTOR.services_by_name["MeetingService"].full_name,
 ]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -94,7 +84,6 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.tcp_port: int | None = None
-        self._stopped = asyncio.Event()
 
     async def _control_plane(self) -> MeetingsClient:
         cp = self.config.control_plane
@@ -114,7 +103,7 @@ class Daemon:
         if cfg.listen:
             host, _ = _split_listen(cfg.listen)
             secured = bool(cfg.tls_cert and cfg.tls_key and cfg.token)
-            if not _is_loopback(host) and not secured:
+            if not is_loopback(host) and not secured:
                 raise InvalidArgument(
                     f"refusing to listen on {host}: TCP beyond loopback needs --tls-cert, "
                     "--tls-key and a token"
@@ -166,13 +155,9 @@ class Daemon:
         if self.embedded is not None:
             await self.embedded.stop()
         await drain_closing()
-        await registry.settle()  # no audio device outlives the daemon
+        await opening.settle()  # no audio device outlives the daemon
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.config.socket_path)
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
 
 def _tls_credentials(cert: str, key: str) -> grpc.ServerCredentials:
