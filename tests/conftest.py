@@ -66,7 +66,8 @@ async def embedded() -> AsyncIterator[EmbeddedChime]:
 
 @pytest.fixture
 def loopback_only() -> Iterator[None]:
-    """This process's ICE agents offer only 127.0.0.1 as host candidate, for the test."""
+    """Plain aiortc peers of this process (chimed's own carry their MediaConfig) offer only
+    127.0.0.1 as host candidate, for the test."""
     before = pinned_host_addresses()
     pin_host_addresses(["127.0.0.1"])
     yield

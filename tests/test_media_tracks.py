@@ -175,9 +175,7 @@ async def test_peer_without_consumer_drops_the_mix_undecoded_and_decodes_once_as
         assert first_audio_codec(answer) == "opus"
         await peer.apply_answer(answer)
         assert not peer.decoding
-        gate = peer._decode_gate
-        assert gate is not None
-        await _wait(lambda: gate.dropped >= 10)
+        await _wait(lambda: peer.undecoded >= 10)
         assert not frames
         peer.set_audio_output(consumer)
         assert peer.decoding

@@ -19,6 +19,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from chimed.embedded.audio_levels import (
     SILENT_VOLUME,
     LevelMeter,
@@ -28,8 +29,6 @@ from chimed.embedded.audio_levels import (
 )
 from chimed.embedded.meetings import Meeting
 from chimed.embedded.mixer import (
-    FRAME_SAMPLES,
-    SAMPLE_RATE,
     AudioMixer,
     JitterBuffer,
     frame_to_mono,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-import grpc
 import pytest
 from chime.v1 import events_pb2, session_pb2, types_pb2
+from chimed.errors import ResourceExhausted, Unavailable
 from chimed.session.events import ObserverKind
 from chimed.session.observers import MAX_BACKLOG, Observer, ObserverHub
 from google.protobuf.message import Message
@@ -35,6 +35,10 @@ async def drain(observer: Observer, event_type: type[EventT]) -> list[EventT]:
         assert isinstance(event, event_type)
         out.append(event)
     return out
+
+
+def ended_cleanly(observer: Observer) -> bool:
+    return observer.finished and observer.error is None
 
 
 class Watcher:
@@ -116,7 +120,7 @@ async def test_a_full_backlog_is_delivered_whole_and_one_more_ends_the_stream() 
     slow = hub.add(K.REALTIME, "slow")
     for i in range(MAX_BACKLOG):
         hub.emit(K.REALTIME, "attendees_joined", joined(f"a{i}"))
-    assert slow.end is None  # at the limit, nothing dropped and the stream still open
+    assert not slow.finished  # at the limit, nothing dropped and the stream still open
     hub.remove(K.REALTIME)
     events = await drain(slow, E.RealtimeEvent)
     assert len(events) == MAX_BACKLOG
@@ -124,7 +128,7 @@ async def test_a_full_backlog_is_delivered_whole_and_one_more_ends_the_stream() 
         f"a{i}" for i in range(MAX_BACKLOG)
     ]
     assert [e.sequence for e in events] == list(range(1, MAX_BACKLOG + 1))
-    assert slow.end == (grpc.StatusCode.OK, "observer removed")
+    assert ended_cleanly(slow)
 
 
 async def test_overflow_ends_the_stream_with_resource_exhausted_not_a_silent_gap() -> None:
@@ -142,19 +146,18 @@ async def test_overflow_ends_the_stream_with_resource_exhausted_not_a_silent_gap
 
     for i in range(MAX_BACKLOG):
         await emit(i)
-    assert slow.end is None
+    assert not slow.finished
     await emit(MAX_BACKLOG)
-    assert slow.end is not None
-    code, details = slow.end
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "fell too far behind" in details
+    assert isinstance(slow.error, ResourceExhausted)
+    assert "fell too far behind" in str(slow.error)
     # Ended at once: the stream says so next, not after a backlog with a gap in it.
-    assert await drain(slow, E.RealtimeEvent) == []
+    with pytest.raises(ResourceExhausted):
+        await drain(slow, E.RealtimeEvent)
     # Removing it later does not turn its end into a clean one.
     assert hub.remove(K.REALTIME, "slow") == 1
-    assert slow.end[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert isinstance(slow.error, ResourceExhausted)
     # A stream that reads as it goes lost nothing and goes on.
-    assert keeping_up.end is None
+    assert not keeping_up.finished
     assert [e.sequence for e in received] == list(range(1, MAX_BACKLOG + 2))
 
 
@@ -168,29 +171,41 @@ async def test_remove_by_kind_and_id_ends_streams_cleanly_after_what_they_were_s
     hub.emit(K.REALTIME, "attendees_joined", joined("x"))
 
     assert hub.remove(K.REALTIME, "a") == 1  # one kind, one id
-    assert a_rt.end == (grpc.StatusCode.OK, "observer removed")
+    assert ended_cleanly(a_rt)
     assert len(await drain(a_rt, E.RealtimeEvent)) == 1  # what was queued is still delivered
     assert hub.observers(K.REALTIME) == [b_rt]
     assert hub.observers(K.DATA_MESSAGE) == [a_dm, unnamed]
 
     assert hub.remove(None, "a") == 1  # that id, whatever its kind
-    assert a_dm.end is not None and hub.observers(K.DATA_MESSAGE) == [unnamed]
+    assert ended_cleanly(a_dm) and hub.observers(K.DATA_MESSAGE) == [unnamed]
     assert hub.remove(K.AUDIO_VIDEO) == 0
     assert hub.remove(K.REALTIME, "nobody") == 0
     assert hub.remove() == 2  # every stream of every kind
-    assert (b_rt.end, unnamed.end) == ((grpc.StatusCode.OK, "observer removed"),) * 2
+    assert ended_cleanly(b_rt) and ended_cleanly(unnamed)
     assert hub.counts() == session_pb2.ObserverCounts()
 
 
-async def test_close_ends_every_stream_at_once_with_its_status() -> None:
+async def test_close_with_an_error_ends_every_stream_at_once_with_it() -> None:
     hub = ObserverHub("s1")
     streams = [hub.add(kind) for kind in ObserverKind]
     hub.emit(K.REALTIME, "attendees_joined", joined("x"))
-    hub.close(grpc.StatusCode.CANCELLED, "session deleted")
+    stopping = Unavailable("chimed is shutting down")
+    hub.close(stopping)
     for stream in streams:
-        assert stream.end == (grpc.StatusCode.CANCELLED, "session deleted")
+        assert stream.finished and stream.error is stopping
     realtime = next(s for s in streams if s.kind is K.REALTIME)
-    assert await drain(realtime, E.RealtimeEvent) == []  # an error end drops what was queued
+    with pytest.raises(Unavailable):  # an error end drops what was queued
+        await drain(realtime, E.RealtimeEvent)
+    assert all(hub.observers(kind) == [] for kind in ObserverKind)
+
+
+async def test_close_without_an_error_ends_streams_cleanly_after_what_they_were_sent() -> None:
+    hub = ObserverHub("s1")
+    realtime = hub.add(K.REALTIME)
+    hub.emit(K.REALTIME, "attendees_joined", joined("x"))
+    hub.close()  # the session was deleted
+    assert ended_cleanly(realtime)
+    assert len(await drain(realtime, E.RealtimeEvent)) == 1
     assert all(hub.observers(kind) == [] for kind in ObserverKind)
 
 
@@ -217,7 +232,7 @@ def test_watchers_hear_of_streams_of_their_kind_added_and_gone() -> None:
     hub.remove(K.ACTIVE_SPEAKER, "first")
     hub.discard(second)
     third = hub.add(K.ACTIVE_SPEAKER, "third")
-    hub.close(grpc.StatusCode.UNAVAILABLE, "daemon stopping")
+    hub.close(Unavailable("chimed is shutting down"))
     assert speaker.removed == [first, second, third]
     assert other.added == other.removed == []
 

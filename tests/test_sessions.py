@@ -211,6 +211,12 @@ async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: Asyn
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "data_message_topic" in details
+    # A trailing newline is not part of the syntax ("$" alone would let it through).
+    for field, value in (("data_message_topic", "chat\n"), ("session_id", "dup-1\n")):
+        request = S.CreateSessionRequest(meeting=meeting, attendee=attendee)
+        setattr(request, field, value)
+        code, details = await _code(chimed.sessions.CreateSession(request))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details
     await chimed.sessions.CreateSession(
         S.CreateSessionRequest(meeting=meeting, attendee=attendee, session_id="dup-1")
     )

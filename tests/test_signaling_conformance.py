@@ -326,15 +326,16 @@ async def test_paused_streams_are_listed_in_the_index(service: Service) -> None:
     await client.send(resume)
     await client.ping(1)
     # Video forwarding is what fills the sources; until then, seed them to read the INDEX.
-    state = service.server._meetings[meeting.meeting_id]
+    state = service.server._meetings[meeting.meeting_id]  # noqa: SLF001  # (seeded, see above)
     state.video_sources.extend(
         pb.SdkStreamDescriptor(stream_id=s, group_id=g, media_type=pb.VIDEO)
         for s, g in ((5, 1), (6, 2), (7, 9), (8, 3))
     )
     alice = next(s for s in state.sessions.values() if s.attendee.external_user_id == "alice")
     bob = next(s for s in state.sessions.values() if s.attendee.external_user_id == "bob")
-    assert list(service.server._index(state, alice).index.paused_at_source_ids) == [5, 7]
-    assert list(service.server._index(state, bob).index.paused_at_source_ids) == []
+    index = service.server._index  # noqa: SLF001  # the INDEX of the seeded sources
+    assert list(index(state, alice).index.paused_at_source_ids) == [5, 7]
+    assert list(index(state, bob).index.paused_at_source_ids) == []
     for c in (client, other):
         await c.ws.close()
 
@@ -394,7 +395,7 @@ async def test_client_that_stops_answering_pings_is_dropped(service: Service) ->
 
     # Bob never answers: after three unanswered PINGs he is dropped, and alice is told so.
     pings = [f for f in bob_client.pending if f.type == T.PING_PONG]
-    while (f := await bob_client._read()) is not None:
+    while (f := await bob_client.read()) is not None:
         if f.type == T.PING_PONG:
             pings.append(f)
     assert bob_client.ws.close_code == 4504

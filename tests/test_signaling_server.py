@@ -19,7 +19,8 @@ from chimed.embedded.data_messages import DataMessages, Limits
 from chimed.embedded.meetings import Attendee, Meeting, Registry
 from chimed.embedded.room import Room
 from chimed.embedded.service import EmbeddedChime
-from chimed.embedded.signaling_server import SignalingServer, TurnCredentials, TurnProvider
+from chimed.embedded.signaling_server import SignalingServer, TurnProvider
+from chimed.embedded.turn_server import TurnCredentials
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 
 T = pb.SdkSignalFrame.Type
@@ -82,7 +83,7 @@ class Client:
     async def send(self, f: pb.SdkSignalFrame) -> None:
         await self.ws.send_bytes(bytes([self.type_byte]) + f.SerializePartialToString())
 
-    async def _read(self) -> pb.SdkSignalFrame | None:
+    async def read(self) -> pb.SdkSignalFrame | None:
         msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
         if msg.type != aiohttp.WSMsgType.BINARY:
             return None
@@ -96,7 +97,7 @@ class Client:
             if f.type == kind:
                 return self.pending.pop(i)
         while True:
-            got = await self._read()
+            got = await self.read()
             if got is None:
                 raise AssertionError(f"socket closed ({self.ws.close_code}) awaiting {kind}")
             if got.type == kind:
@@ -105,7 +106,7 @@ class Client:
 
     async def closed(self) -> int | None:
         """Read to the close; the close code."""
-        while await self._read() is not None:
+        while await self.read() is not None:
             pass
         return self.ws.close_code
 

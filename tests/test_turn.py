@@ -21,7 +21,7 @@ from av import AudioFrame
 from chimed.embedded.stun import Addr
 from chimed.embedded.turn_relay import TurnRelay
 from chimed.embedded.turn_server import TurnServer
-from chimed.media import fastpath
+from chimed.media import shortcuts
 from chimed.media.ice import rtc_configuration
 
 from tests.browser import Browser
@@ -81,7 +81,7 @@ class RawClient(Endpoint):
         self.relayed: list[tuple[bytes, Addr]] = []  # what arrived while awaiting a response
         self.challenges: list[stun.Message] = []
 
-    def _message(self, method: stun.Method, attributes: dict[str, Any]) -> stun.Message:
+    def message(self, method: stun.Method, attributes: dict[str, Any]) -> stun.Message:
         message = stun.Message(method, stun.Class.REQUEST, attributes=dict(attributes))
         if self.key is not None:
             message.attributes["USERNAME"] = self.username
@@ -106,14 +106,14 @@ class RawClient(Endpoint):
     async def request(self, method: stun.Method, **attributes: Any) -> stun.Message:
         """A request signed with the long-term credential, learning realm and nonce on 401/438."""
         attributes = {k.replace("_", "-"): v for k, v in attributes.items()}
-        response = await self.send_request(self._message(method, attributes))
+        response = await self.send_request(self.message(method, attributes))
         if response.error_code in (401, 438) and "NONCE" in response.attributes:
             self.challenges.append(response)
             self.realm = response.attributes.get("REALM", self.realm)
             self.nonce = response.attributes["NONCE"]
             assert self.realm is not None
             self.key = make_integrity_key(self.username, self.realm, self.password)
-            response = await self.send_request(self._message(method, attributes))
+            response = await self.send_request(self.message(method, attributes))
         if response.error_code not in (400, 401, 438):
             assert self.key is not None and response.check_message_integrity(self.key)
         return response
@@ -231,7 +231,8 @@ async def test_inline_channel_sends_stay_in_order_across_binding_and_refresh(
 ) -> None:
     """chimed's TURN send shortcut (chimed.media.fastpath): a burst sent before the channel is
     bound, then sends across channel refreshes (aioice's path again) all arrive, in order."""
-    fastpath.install()
+    shortcuts.install()
+    assert shortcuts.engaged("turn_inline_send")
     creds = relay.issue_credentials("attendee-order")
     transport, receiver = await create_turn_endpoint(
         Receiver,
@@ -441,7 +442,7 @@ async def test_allocate_errors(relay: TurnRelay, raw: RawClient) -> None:
     assert response.check_message_integrity(raw.key)
     assert relay.allocations == 0
 
-    first = raw._message(stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": UDP})
+    first = raw.message(stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": UDP})
     response = await raw.send_request(first)
     assert response.message_class == stun.Class.RESPONSE
     # A retransmission gets the same answer; a new Allocate on the same 5-tuple is a mismatch.

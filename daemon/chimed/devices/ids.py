@@ -16,8 +16,8 @@ that say what is wrong with an id (opening.py opens them, listing.py lists them)
 Ids are stable across re-queries (names, not PortAudio indexes). Parameter values are
 URL-encoded (urllib.parse.quote) when they contain '&', '=', '#' or '%'.
 
-Errors: an unknown id raises LookupError; a device used in the wrong direction or bad
-parameters raise ValueError saying which and why.
+Errors: an unknown id raises NotFound; a device used in the wrong direction or bad
+parameters raise InvalidArgument saying which and why.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import TypeAlias
 from urllib.parse import parse_qsl
 
 from chime.v1 import types_pb2
+
+from chimed.errors import InvalidArgument, NotFound
 
 Direction: TypeAlias = types_pb2.DeviceDirection.ValueType
 
@@ -59,12 +61,12 @@ def split_id(device_id: str) -> tuple[str, str, dict[str, str]]:
     """(scheme, name, parameters) of `device_id`."""
     scheme, sep, rest = device_id.partition(":")
     if not sep or scheme not in ("hw", "virtual"):
-        raise LookupError(f"unknown audio device {device_id!r}")
+        raise NotFound(f"unknown audio device {device_id!r}")
     name, _, query = rest.partition("?")
     try:
         params = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError as exc:
-        raise ValueError(f"malformed parameters in device id {device_id!r}: {exc}") from exc
+        raise InvalidArgument(f"malformed parameters in device id {device_id!r}: {exc}") from exc
     return scheme, name, params
 
 
@@ -74,13 +76,13 @@ def number_param(device_id: str, params: Mapping[str, str], key: str, default: f
     try:
         return float(params[key])
     except ValueError:
-        raise ValueError(f"{device_id}: {key} must be a number, got {params[key]!r}") from None
+        raise InvalidArgument(f"{device_id}: {key} must be a number, got {params[key]!r}") from None
 
 
 def integer_param(device_id: str, params: Mapping[str, str], key: str, default: int) -> int:
     value = number_param(device_id, params, key, default)
     if value != int(value):
-        raise ValueError(f"{device_id}: {key} must be a whole number, got {params[key]!r}")
+        raise InvalidArgument(f"{device_id}: {key} must be a whole number, got {params[key]!r}")
     return int(value)
 
 
@@ -90,7 +92,7 @@ def flag_param(device_id: str, params: Mapping[str, str], key: str) -> bool:
         return True
     if value in ("0", "false", "no", ""):
         return False
-    raise ValueError(f"{device_id}: {key} must be 0 or 1, got {params[key]!r}")
+    raise InvalidArgument(f"{device_id}: {key} must be 0 or 1, got {params[key]!r}")
 
 
 def check_virtual(
@@ -100,20 +102,18 @@ def check_virtual(
     is_input = name in VIRTUAL_INPUTS
     is_output = name in VIRTUAL_OUTPUTS
     if not is_input and not is_output:
-        raise LookupError(f"unknown audio device {device_id!r}")
-    if direction == INPUT and not is_input:
-        raise ValueError(f"{device_id} is an output device; it cannot be used as an input")
-    if direction == OUTPUT and not is_output:
-        raise ValueError(f"{device_id} is an input device; it cannot be used as an output")
+        raise NotFound(f"unknown audio device {device_id!r}")
+    if not (is_input if direction == INPUT else is_output):
+        raise wrong_direction(device_id, direction)
     unknown = sorted(set(params) - PARAMS[(direction, name)])
     if unknown:
-        raise ValueError(f"{device_id}: unknown parameter(s) {', '.join(unknown)}")
+        raise InvalidArgument(f"{device_id}: unknown parameter(s) {', '.join(unknown)}")
 
 
-def wrong_direction(device_id: str, direction: Direction) -> ValueError:
+def wrong_direction(device_id: str, direction: Direction) -> InvalidArgument:
     other = "output" if direction == INPUT else "input"
     want = "an input" if direction == INPUT else "an output"
-    return ValueError(f"{device_id} is an {other} device; it cannot be used as {want}")
+    return InvalidArgument(f"{device_id} is an {other} device; it cannot be used as {want}")
 
 
 def blocks(device_id: str) -> bool:

@@ -1,8 +1,9 @@
 """Opening an audio device id (ids.py) as an input track or an output: virtual devices at
 once, hardware (pactl, PortAudio) in a worker thread when called from the event loop.
 
-Errors: an unknown id raises LookupError; a device opened in the wrong direction, bad
-parameters or an undecodable file raise ValueError saying which and why.
+Errors: an unknown id raises NotFound; a device opened in the wrong direction, bad
+parameters, an undecodable file or a device that will not open raise InvalidArgument saying
+which and why.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ from chimed.devices.ids import (
     split_id,
     wrong_direction,
 )
+from chimed.errors import InvalidArgument, NotFound
 
 
 def _pulse_direction(device_id: str, name: str) -> Direction:
     """Whether `name` is a PulseAudio source (INPUT) or sink (OUTPUT) right now (runs pactl)."""
     if not shutil.which("pactl"):
-        raise LookupError(f"unknown audio device {device_id!r}: PulseAudio is not available")
+        raise NotFound(f"unknown audio device {device_id!r}: PulseAudio is not available")
     for kind, direction in (("sources", INPUT), ("sinks", OUTPUT)):
         result = subprocess.run(
             ["pactl", "list", "short", kind], capture_output=True, text=True, timeout=5
@@ -53,7 +55,7 @@ def _pulse_direction(device_id: str, name: str) -> Direction:
         names = [line.split("\t")[1] for line in result.stdout.splitlines() if "\t" in line]
         if name in names:
             return direction
-    raise LookupError(f"unknown audio device {device_id!r}")
+    raise NotFound(f"unknown audio device {device_id!r}")
 
 
 def _open_hardware(device_id: str, name: str, direction: Direction) -> AudioInput | AudioOutput:
@@ -62,7 +64,7 @@ def _open_hardware(device_id: str, name: str, direction: Direction) -> AudioInpu
     re-initialization renumbers the devices in between."""
     hostapi, sep, rest = name.partition(":")
     if not sep or not rest:
-        raise LookupError(f"unknown audio device {device_id!r}")
+        raise NotFound(f"unknown audio device {device_id!r}")
     if hostapi == "pulse" and _pulse_direction(device_id, rest) != direction:
         raise wrong_direction(device_id, direction)
     with portaudio.lock:
@@ -79,7 +81,7 @@ def _hardware(
     if hostapi == "pulse":
         pulse = portaudio.find_device("ALSA", portaudio.PULSE_DEVICE, 1)
         if pulse is None:
-            raise LookupError(f"unknown audio device {device_id!r}: PulseAudio is not available")
+            raise NotFound(f"unknown audio device {device_id!r}: PulseAudio is not available")
         key = "PULSE_SOURCE" if direction == INPUT else "PULSE_SINK"
         return int(pulse["index"]), {key: rest}
     base, _, count = rest.rpartition("#")
@@ -89,11 +91,11 @@ def _hardware(
     found = portaudio.find_device(hostapi, rest, occurrence)
     if found is None:
         if portaudio.open_stream_count():
-            raise LookupError(
+            raise NotFound(
                 f"unknown audio device {device_id!r} (devices plugged in after audio streams "
                 "were opened become usable once those streams are closed)"
             )
-        raise LookupError(f"unknown audio device {device_id!r}")
+        raise NotFound(f"unknown audio device {device_id!r}")
     if direction == INPUT and found["max_input_channels"] <= 0:
         raise wrong_direction(device_id, direction)
     if direction == OUTPUT and found["max_output_channels"] <= 0:
@@ -119,7 +121,7 @@ def open_input(device_id: str) -> AudioInput:
         )
     if name == "file":
         if not params.get("path"):
-            raise ValueError(f"{device_id}: virtual:file needs a path parameter")
+            raise InvalidArgument(f"{device_id}: virtual:file needs a path parameter")
         return FileInput(params["path"], loop=flag_param(device_id, params, "loop"))
     return PcmFeedInput(channels=integer_param(device_id, params, "channels", 1))
 
@@ -137,7 +139,7 @@ def open_output(device_id: str) -> AudioOutput:
         return NullOutput()
     if name == "wav":
         if not params.get("path"):
-            raise ValueError(f"{device_id}: virtual:wav needs a path parameter")
+            raise InvalidArgument(f"{device_id}: virtual:wav needs a path parameter")
         return WavRecorder(params["path"])
     return PcmFeedOutput(
         sample_rate=integer_param(device_id, params, "rate", 48000),

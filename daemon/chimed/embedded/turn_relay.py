@@ -17,19 +17,19 @@ from chimed.embedded.turn_server import (
     TurnCredentials,
     TurnServer,
     TurnStats,
-    is_loopback_v4,
 )
+from chimed.loopback import is_loopback
 
 RELAY_HOST = "127.0.0.1"
 _READ_BATCH = 64  # datagrams read per wake-up of one relay socket, so one peer cannot starve others
 
 
 class _ServerProtocol(asyncio.DatagramProtocol):
-    def __init__(self, relay: TurnRelay) -> None:
-        self._relay = relay
+    def __init__(self, from_client: Callable[[bytes, Addr], None]) -> None:
+        self._from_client = from_client
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._relay._from_client(data, (addr[0], addr[1]))
+        self._from_client(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP unreachable from a client that went away: nothing to do
@@ -72,7 +72,7 @@ class TurnRelay:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _ServerProtocol(self), local_addr=(self._host, self._port)
+            lambda: _ServerProtocol(self._from_client), local_addr=(self._host, self._port)
         )
         self._transport = transport
         self._port = transport.get_extra_info("sockname")[1]
@@ -155,7 +155,7 @@ class TurnRelay:
             if isinstance(out, ToPeer):
                 sock = self._relays.get(out.relay)
                 # The state machine admits loopback peers only; refuse anything else here too.
-                if sock is None or not is_loopback_v4(out.addr[0]):
+                if sock is None or not is_loopback(out.addr[0], ipv4_only=True):
                     continue
                 try:
                     sock.sendto(out.data, out.addr)

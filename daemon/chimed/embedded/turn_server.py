@@ -13,11 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from chimed.embedded.stun import (
@@ -36,15 +35,7 @@ from chimed.embedded.stun import (
     u32,
     unpack_xor_address,
 )
-
-
-def is_loopback_v4(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.version == 4 and ip.is_loopback
-
+from chimed.loopback import is_loopback
 
 # --- credentials -------------------------------------------------------------------------------
 
@@ -56,7 +47,7 @@ class TurnCredentials:
     username: str
     password: str
     ttl: int
-    uris: tuple[str, ...]
+    uris: Sequence[str]
 
 
 class CredentialIssuer:
@@ -255,7 +246,7 @@ class TurnServer:
         except ValueError:
             return []
         # Permissions only ever hold loopback addresses; check again anyway, it is cheap.
-        if not is_loopback_v4(peer[0]) or not allocation.permitted(peer[0], now):
+        if not is_loopback(peer[0], ipv4_only=True) or not allocation.permitted(peer[0], now):
             return []
         self.stats.packets_to_peers += 1
         self.stats.bytes_to_peers += len(data)
@@ -406,7 +397,7 @@ class TurnServer:
             raise _Reject(400) from None
         if any(":" in host for host, _ in peers):
             raise _Reject(443)
-        if not all(is_loopback_v4(host) for host, _ in peers):
+        if not all(is_loopback(host, ipv4_only=True) for host, _ in peers):
             raise _Reject(403)
         return peers
 

@@ -14,8 +14,8 @@ MixFanout that reads the received mix for the output device and every PCM listen
 Device observers get the daemon's device list (DeviceMonitor) and, when a hardware device in
 use vanishes, the session falls back to silence or the null sink and says so
 (audio_device_lost), staying up; so does an input that fails (a file that can no longer be
-decoded; a file that simply ends sends silence and stays selected). Errors: LookupError for
-unknown ids, ValueError for a wrong direction, bad parameters or an undecodable file,
+decoded; a file that simply ends sends silence and stays selected). Errors: NotFound for
+unknown ids, InvalidArgument for a wrong direction, bad parameters or an undecodable file,
 FailedPrecondition for PCM feeds of a session that is not running.
 """
 
@@ -32,7 +32,8 @@ from chime.v1 import events_pb2, session_pb2, types_pb2
 from chimed.devices import listing, opening
 from chimed.devices.audio_inputs import AudioInput, PcmFeedInput, SilenceInput
 from chimed.devices.audio_outputs import AudioOutput, NullOutput, PcmFeedOutput
-from chimed.errors import FailedPrecondition
+from chimed.devices.ids import wrong_direction
+from chimed.errors import ChimedError, FailedPrecondition, InvalidArgument, NotFound
 from chimed.session.audio_tracks import InputSwitch, MixFanout, MixTap
 from chimed.session.chime_session import ChimeSession
 from chimed.session.device_monitor import DeviceMonitor, Devices
@@ -72,7 +73,7 @@ def _virtual_device(device_id: str, direction: Direction) -> types_pb2.MediaDevi
 async def directions_of(
     device_id: str, monitor: DeviceMonitor | None
 ) -> dict[Direction, types_pb2.MediaDevice]:
-    """The directions `device_id` can be used in, with its description; LookupError if none.
+    """The directions `device_id` can be used in, with its description; NotFound if none.
     Hardware ids are looked up in a fresh listing (the monitor's probe helper, else a
     one-off one), never opened."""
     found: dict[Direction, types_pb2.MediaDevice] = {}
@@ -87,7 +88,7 @@ async def directions_of(
             if device.id == device_id:
                 found[device.direction] = device
     if not found:
-        raise LookupError(f"unknown audio device {device_id!r}")
+        raise NotFound(f"unknown audio device {device_id!r}")
     return found
 
 
@@ -111,11 +112,6 @@ async def release(device: AudioInput | AudioOutput | None) -> None:
         device.stop()
 
 
-def _wrong_direction(device_id: str, found: Sequence[Direction], wanted: Direction) -> ValueError:
-    other = _slot(next(iter(found)))
-    return ValueError(f"{device_id} is an {other} device; it cannot be used as an {_slot(wanted)}")
-
-
 async def check_device(
     device_id: str, direction: Direction, monitor: DeviceMonitor | None = None
 ) -> types_pb2.MediaDevice:
@@ -125,7 +121,7 @@ async def check_device(
     if device_id.startswith("hw:"):
         found = await directions_of(device_id, monitor)
         if direction not in found:
-            raise _wrong_direction(device_id, list(found), direction)
+            raise wrong_direction(device_id, direction)
         return found[direction]
     await release(await opening.open_async(device_id, direction))
     return _describe(device_id, direction)
@@ -134,7 +130,7 @@ async def check_device(
 async def check_selection(
     selection: session_pb2.DeviceSelection, monitor: DeviceMonitor | None = None
 ) -> None:
-    """CreateSession's devices, errors naming the field (ValueError / LookupError)."""
+    """CreateSession's devices, errors naming the field (InvalidArgument / NotFound)."""
     for field, direction in (
         ("audio_input_device_id", INPUT),
         ("audio_output_device_id", OUTPUT),
@@ -144,10 +140,8 @@ async def check_selection(
             continue
         try:
             await check_device(device_id, direction, monitor)
-        except LookupError as e:
-            raise LookupError(f"devices.{field}: {e.args[0] if e.args else e}") from None
-        except ValueError as e:
-            raise ValueError(f"devices.{field}: {e}") from None
+        except ChimedError as e:
+            raise type(e)(f"devices.{field}: {e.message}") from None
 
 
 class SessionAudio:
@@ -313,7 +307,7 @@ class SessionAudio:
         """Switch the input or output (by the device's direction, or `direction` for an id
         that is both) without dropping the session; before a start it only selects."""
         if not device_id:
-            raise ValueError("device_id is missing")
+            raise InvalidArgument("device_id is missing")
         async with self._lock:
             return await self._set_device(device_id, direction)
 
@@ -321,12 +315,12 @@ class SessionAudio:
         found = await directions_of(device_id, self._monitor)
         if direction == types_pb2.DEVICE_DIRECTION_UNSPECIFIED:
             if len(found) > 1:
-                raise ValueError(
+                raise InvalidArgument(
                     f"{device_id} is both an input and an output; say which with direction"
                 )
             direction = next(iter(found))
         elif direction not in found:
-            raise _wrong_direction(device_id, list(found), direction)
+            raise wrong_direction(device_id, direction)
         if not self.is_open and not device_id.startswith("hw:"):
             await check_device(device_id, direction)  # then only selected, for the next start
         # A start may have opened the devices during those awaits: then switch for real (a
@@ -397,8 +391,8 @@ class SessionAudio:
                     )
                 try:
                     feed.feed(pcm, sample_rate, channels)
-                except ValueError as e:
-                    raise ValueError(f"chunk {index}: {e}") from None
+                except InvalidArgument as e:
+                    raise InvalidArgument(f"chunk {index}: {e.message}") from None
                 received += len(pcm) // (2 * channels)
         finally:
             self._feeding = False
