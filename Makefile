@@ -1,20 +1,27 @@
 # chimed: `make run` starts the daemon on the embedded Chime service; `make test` installs
 # everything (Debian packages where apt exists, a virtualenv, pip and npm packages) and tests.
+# `make test-fast` and `make lint` need only the virtualenv.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins libopus0 jq chromium
+APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins libopus0 jq chromium \
+	xvfb x11-xserver-utils
 PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
 ARGS ?=
 
-.PHONY: run test bench bench-audio lint proto proto-check deps system-deps web clean
+.PHONY: run test test-fast bench bench-audio lint proto proto-check api-check api-snapshot deps system-deps web clean
 
 run: deps
 	$(BIN)/chimed $(ARGS)
 
 test: deps
 	$(BIN)/python -m pytest $(ARGS)
+
+# The in-process tier: no browser, PulseAudio, daemon process or multi-second test.
+FAST := not browser and not pulse and not daemon and not slow and not xvfb
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "$(FAST)" $(ARGS)
 
 bench: deps
 	$(BIN)/python -m bench $(ARGS)
@@ -23,10 +30,10 @@ bench: deps
 bench-audio: deps
 	$(BIN)/python -m bench --audio-only --out bench/results/audio.json $(ARGS)
 
-lint: deps
+lint: $(VENV)/.installed
 	$(BIN)/ruff check daemon tests bench clients/python/chime/client.py
 	$(BIN)/ruff format --check daemon tests bench clients/python/chime/client.py
-	$(BIN)/mypy daemon/chimed clients/python/chime/client.py bench
+	$(BIN)/mypy daemon/chimed clients/python/chime/client.py bench tests
 
 # Regenerate the Python stubs (committed in clients/python) from protos/.
 proto: $(VENV)/.installed
@@ -38,6 +45,19 @@ proto: $(VENV)/.installed
 proto-check: proto
 	git diff --exit-code -- clients/python
 	test -z "$$(git status --porcelain -- clients/python)"
+
+# The public API (chime.v1, see buf.yaml): lint at buf's STANDARD, and no change that breaks
+# callers of the released API, as recorded in API_SNAPSHOT.
+API_SNAPSHOT := protos/snapshots/chime-v1.binpb
+
+api-check: $(VENV)/.installed
+	$(BIN)/buf lint
+	$(BIN)/buf breaking --against $(API_SNAPSHOT)
+
+# Run on a release, deliberately: what API_SNAPSHOT holds is what api-check protects.
+# Without source info, so comment edits leave it alone.
+api-snapshot: $(VENV)/.installed
+	$(BIN)/buf build --exclude-source-info -o $(API_SNAPSHOT)
 
 deps: system-deps $(VENV)/.installed web
 
@@ -53,10 +73,10 @@ system-deps:
 	  fi; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 # The embedded service's meeting page: amazon-chime-sdk-js bundled by esbuild into dist/.

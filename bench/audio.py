@@ -44,7 +44,6 @@ from chimed.media.ice import pin_host_addresses, rtc_configuration
 
 from bench.stats import cpu_seconds, percentile, rss_mb
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
-from tests.helpers import wait_observers
 
 S = session_pb2
 A = audio_pb2
@@ -199,7 +198,7 @@ async def latency(chimed: AsyncChimed, bursts: int) -> dict[str, Any]:
 
     readers = [asyncio.create_task(read_output()), asyncio.create_task(read_speakers())]
     try:
-        await wait_observers(chimed, b.session_id, "active_speaker")
+        await speakers.initial_metadata()  # the observer is registered
         await feed.write(A.StreamInputRequest(session_id=a.session_id, format=fmt))
 
         async def step(now: float) -> None:
@@ -269,7 +268,7 @@ async def _pair(seconds: float, bursts: int, ready: Callable[[], None]) -> _Pair
     stats = _PairStats()
     continuous = bursts == 0
 
-    class Mouth(MediaStreamTrack):  # type: ignore[misc]
+    class Mouth(MediaStreamTrack):
         kind = "audio"
 
         def __init__(self) -> None:
@@ -316,7 +315,7 @@ async def _pair(seconds: float, bursts: int, ready: Callable[[], None]) -> _Pair
                     pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
                     ear.add(pcm, time.monotonic())
 
-    @receiver.on("track")  # type: ignore[untyped-decorator,misc]
+    @receiver.on("track")
     def on_track(track: MediaStreamTrack) -> None:
         tasks.append(asyncio.create_task(drain(track)))
         got_track.set()

@@ -30,7 +30,6 @@ from chime.v1 import meeting_pb2, session_pb2, types_pb2
 from bench.stats import percentile
 from tests.browser import Browser, BrowserError, Page, find_chromium
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
-from tests.helpers import wait_observers
 
 S = session_pb2
 TONE = "virtual:tone?frequency=440&level=-20"
@@ -144,7 +143,7 @@ async def chimed_join_s(chimed: Any, sid: str) -> float:
     """Start until audio_session_started, on an observer registered beforehand."""
     call = chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
     try:
-        await wait_observers(chimed, sid, "audio_video")
+        await call.initial_metadata()  # the observer is registered
         t0 = time.perf_counter()
         await chimed.sessions.Start(S.StartRequest(session_id=sid))
         async with asyncio.timeout(TIMEOUT):

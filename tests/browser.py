@@ -142,7 +142,7 @@ class _CDP:
                     else:
                         future.set_result(data.get("result", {}))
                 elif (page := self._sessions.get(data.get("sessionId", ""))) is not None:
-                    page._on_event(data["method"], data.get("params", {}))
+                    page.on_event(data["method"], data.get("params", {}))
         finally:
             for future in self._pending.values():
                 if not future.done():
@@ -181,7 +181,7 @@ class Page:
     ) -> dict[str, Any]:
         return await self._cdp.send(method, params, self.session_id, timeout)
 
-    def _on_event(self, method: str, params: dict[str, Any]) -> None:
+    def on_event(self, method: str, params: dict[str, Any]) -> None:
         if method == "Runtime.consoleAPICalled":
             text = " ".join(_remote_object_text(a) for a in params.get("args", []))
             self.console.append(ConsoleMessage(params.get("type", "log"), text, "console"))
@@ -204,7 +204,7 @@ class Page:
         self._waiters.setdefault(method, []).append(future)
         return future
 
-    async def _enable(self) -> None:
+    async def enable(self) -> None:
         for domain in ("Page", "Runtime", "Log"):
             await self._send(f"{domain}.enable")
 
@@ -376,7 +376,7 @@ class Browser:
         )
         page = Page(self._cdp, target["targetId"], attached["sessionId"], context_id)
         self._cdp.attach(page.session_id, page)
-        await page._enable()
+        await page.enable()
         self.pages.append(page)
         return page
 

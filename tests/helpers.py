@@ -7,51 +7,54 @@ import time
 import uuid
 from typing import Any
 
+from chime.client import AsyncChimed
 from chime.v1 import meeting_pb2, session_pb2, types_pb2
 
 
-async def create_meeting(chimed: Any, name: str | None = None) -> types_pb2.Meeting:
+async def create_meeting(chimed: AsyncChimed, name: str | None = None) -> types_pb2.Meeting:
     name = name or f"m-{uuid.uuid4().hex[:8]}"
     response = await chimed.meetings.CreateMeeting(
         meeting_pb2.CreateMeetingRequest(external_meeting_id=name)
     )
-    return response.meeting  # type: ignore[no-any-return]
+    return response.meeting
 
 
-async def create_attendee(chimed: Any, meeting: types_pb2.Meeting, user: str) -> types_pb2.Attendee:
+async def create_attendee(
+    chimed: AsyncChimed, meeting: types_pb2.Meeting, user: str
+) -> types_pb2.Attendee:
     response = await chimed.meetings.CreateAttendee(
         meeting_pb2.CreateAttendeeRequest(meeting_id=meeting.meeting_id, external_user_id=user)
     )
-    return response.attendee  # type: ignore[no-any-return]
+    return response.attendee
 
 
 async def create_session(
-    chimed: Any, meeting: types_pb2.Meeting, user: str, **kwargs: Any
+    chimed: AsyncChimed, meeting: types_pb2.Meeting, user: str, **kwargs: Any
 ) -> session_pb2.Session:
     attendee = await create_attendee(chimed, meeting, user)
     response = await chimed.sessions.CreateSession(
         session_pb2.CreateSessionRequest(meeting=meeting, attendee=attendee, **kwargs)
     )
-    return response.session  # type: ignore[no-any-return]
+    return response.session
 
 
 async def started_session(
-    chimed: Any, meeting: types_pb2.Meeting, user: str
+    chimed: AsyncChimed, meeting: types_pb2.Meeting, user: str
 ) -> session_pb2.Session:
     session = await create_session(chimed, meeting, user)
     response = await chimed.sessions.Start(
         session_pb2.StartRequest(session_id=session.session_id, wait=True)
     )
-    return response.session  # type: ignore[no-any-return]
+    return response.session
 
 
 async def wait_observers(
-    chimed: Any, session_id: str, kind: str, count: int = 1, timeout: float = 20.0
+    chimed: AsyncChimed, session_id: str, kind: str, count: int = 1, timeout: float = 20.0
 ) -> None:
     """Until the session has `count` observer streams of `kind` (an ObserverCounts field).
 
-    Registering a stream is asynchronous to the caller that opened it and no event says it
-    happened, so this polls the count the API exposes."""
+    For tests of the count itself: to know one stream is registered, await its response
+    headers (EventStream.registered)."""
     deadline = time.monotonic() + timeout
     while True:
         got = await chimed.sessions.GetSession(session_pb2.GetSessionRequest(session_id=session_id))

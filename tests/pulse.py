@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-import sounddevice as sd
+from chimed.devices import portaudio
 
 ALSA_CONF = """\
 pcm.!default { type pulse hint { show on description "PulseAudio (default)" } }
@@ -100,8 +100,8 @@ class PulseServer:
                 self.stop()
                 raise RuntimeError(f"PulseAudio did not come up:\n{log}")
             time.sleep(0.05)  # readiness poll of a child process, bounded by the deadline
-        sd._terminate()
-        sd._initialize()
+        portaudio.terminate()
+        portaudio.initialize()
         return self
 
     def pactl_ok(self, *args: str) -> bool:
@@ -118,7 +118,7 @@ class PulseServer:
         # PortAudio lets go of its streams and ALSA's pulse connections while the server is
         # still up: a stream whose server dies under it spins in PortAudio's ALSA thread,
         # printing an error per turn, and Pa_Terminate then waits for that thread forever.
-        sd._terminate()
+        portaudio.terminate()
         if self.proc is not None:
             self.proc.terminate()
             try:
@@ -136,4 +136,4 @@ class PulseServer:
             else:
                 os.environ[key] = value
         self._saved_env.clear()
-        sd._initialize()
+        portaudio.initialize()

@@ -65,6 +65,11 @@ class EventStream:
                 f"no {member} within {timeout}s; got {[e.WhichOneof('event') for e in self.events]}"
             ) from None
 
+    async def registered(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Until the response headers arrive. An observer stream sends them once the observer
+        is registered, so every event after this reaches the stream."""
+        await asyncio.wait_for(self.call.initial_metadata(), timeout)
+
     async def ended(self, timeout: float = DEFAULT_TIMEOUT) -> grpc.StatusCode | None:
         await asyncio.wait_for(self._done.wait(), timeout)
         return self.status

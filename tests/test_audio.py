@@ -14,9 +14,9 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
-from chime.client import AsyncChimed, connect_aio
+from chime.client import AsyncChimed
 from chime.v1 import audio_pb2, session_pb2, types_pb2
-from chimed.devices import registry
+from chimed.devices import opening
 from chimed.devices.audio_inputs import SoundDeviceInput, ToneInput
 
 from tests import pulse as pulse_mod
@@ -27,7 +27,7 @@ from tests.streams import EventStream
 S = session_pb2
 A = audio_pb2
 Pcm = npt.NDArray[np.int16]
-needs_pulse = pytest.mark.skipif(not pulse_mod.available(), reason="needs pulseaudio and pactl")
+pytestmark = pytest.mark.daemon
 SPEAKING = (types_pb2.VOLUME_LEVEL_LOW, types_pb2.VOLUME_LEVEL_MEDIUM, types_pb2.VOLUME_LEVEL_HIGH)
 
 
@@ -44,19 +44,14 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pulse_mod.PulseS
 @pytest.fixture(scope="module")
 def daemon(pulse: pulse_mod.PulseServer | None) -> Iterator[DaemonProcess]:
     """The daemon inherits the private PulseAudio's environment (set by PulseServer.start).
-    It encodes at the cheapest Opus complexity: every tone below is still heard as sent."""
+    It encodes at the cheapest Opus complexity: every tone below is still heard as sent.
+    Overrides conftest's `daemon`, so conftest's `chimed` is a client of this one."""
     proc = DaemonProcess(args=["--opus-complexity", "0"]).start()
     yield proc
     proc.stop()
     log = proc.log()
     for bad in ("Traceback", "was destroyed but it is pending", "never awaited"):
         assert bad not in log, log
-
-
-@pytest.fixture
-async def chimed(daemon: DaemonProcess) -> AsyncIterator[AsyncChimed]:
-    async with connect_aio(daemon.target) as client:
-        yield client
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -143,11 +138,13 @@ class PcmListener:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def start(chimed: Any, session: S.Session) -> None:
+async def start(chimed: AsyncChimed, session: S.Session) -> None:
     await chimed.sessions.Start(S.StartRequest(session_id=session.session_id, wait=True))
 
 
-def listen(chimed: Any, session_id: str, rate: int = 48000, channels: int = 1) -> PcmListener:
+def listen(
+    chimed: AsyncChimed, session_id: str, rate: int = 48000, channels: int = 1
+) -> PcmListener:
     call = chimed.audio.StreamOutput(
         A.StreamOutputRequest(
             session_id=session_id, format=A.PcmFormat(sample_rate=rate, channels=channels)
@@ -167,7 +164,8 @@ def selection(input_id: str = "", output_id: str = "") -> S.DeviceSelection:
 # --- virtual devices -----------------------------------------------------------------------
 
 
-async def test_tone_heard_volumes_active_speaker_and_mute(chimed: Any) -> None:
+@pytest.mark.slow
+async def test_tone_heard_volumes_active_speaker_and_mute(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(
         chimed, meeting, "speaker", devices=selection("virtual:tone?frequency=440&level=-10")
@@ -266,7 +264,10 @@ async def test_tone_heard_volumes_active_speaker_and_mute(chimed: Any) -> None:
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
 
 
-async def test_pcm_in_pcm_out_round_trip_and_listeners_end_with_the_session(chimed: Any) -> None:
+@pytest.mark.slow
+async def test_pcm_in_pcm_out_round_trip_and_listeners_end_with_the_session(
+    chimed: AsyncChimed,
+) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "pcm-in")
     b = await create_session(chimed, meeting, "pcm-out")
@@ -335,7 +336,10 @@ async def _code_or_none(coro: Any) -> None:
         pass
 
 
-async def test_wav_recorder_output_and_switching_before_start(chimed: Any, tmp_path: Path) -> None:
+@pytest.mark.slow
+async def test_wav_recorder_output_and_switching_before_start(
+    chimed: AsyncChimed, tmp_path: Path
+) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "wav-a")
     wav = tmp_path / "b.wav"
@@ -374,7 +378,7 @@ async def test_wav_recorder_output_and_switching_before_start(chimed: Any, tmp_p
 # --- bad input -----------------------------------------------------------------------------
 
 
-async def test_bad_devices_and_formats(chimed: Any, tmp_path: Path) -> None:
+async def test_bad_devices_and_formats(chimed: AsyncChimed, tmp_path: Path) -> None:
     meeting = await create_meeting(chimed)
     code, details = await _code(
         create_session(chimed, meeting, "bad-1", devices=selection("virtual:null"))
@@ -502,8 +506,9 @@ async def capture(mic: SoundDeviceInput, seconds: float) -> Pcm:
     return np.concatenate(frames)
 
 
-@needs_pulse
-async def test_tone_through_pulseaudio_devices(chimed: Any, pulse: Any) -> None:
+@pytest.mark.pulse
+@pytest.mark.slow
+async def test_tone_through_pulseaudio_devices(chimed: AsyncChimed, pulse: Any) -> None:
     """The test plays a tone into null sink chimed_a; A's session captures chimed_a's monitor;
     B's session plays the meeting into null sink chimed_b; the test captures its monitor."""
     devices = await chimed.audio.GetDevices(A.GetDevicesRequest())
@@ -517,8 +522,8 @@ async def test_tone_through_pulseaudio_devices(chimed: Any, pulse: Any) -> None:
     )
     b = await create_session(chimed, meeting, "hw-b", devices=selection("", "hw:pulse:chimed_b"))
     source = ToneInput(frequency_hz=880.0, level_dbfs=-10.0)
-    speaker = registry.open_output("hw:pulse:chimed_a")
-    mic = registry.open_input("hw:pulse:chimed_b.monitor")
+    speaker = opening.open_output("hw:pulse:chimed_a")
+    mic = opening.open_input("hw:pulse:chimed_b.monitor")
     assert isinstance(mic, SoundDeviceInput)
     try:
         speaker.start(source)
@@ -536,8 +541,9 @@ async def test_tone_through_pulseaudio_devices(chimed: Any, pulse: Any) -> None:
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
 
 
-@needs_pulse
-async def test_hot_plug_events_and_lost_device_fallback(chimed: Any, pulse: Any) -> None:
+@pytest.mark.pulse
+@pytest.mark.slow
+async def test_hot_plug_events_and_lost_device_fallback(chimed: AsyncChimed, pulse: Any) -> None:
     meeting = await create_meeting(chimed)
     a = await create_session(chimed, meeting, "plug-a", devices=selection("virtual:tone"))
     b = await create_session(chimed, meeting, "plug-b")
@@ -625,8 +631,10 @@ class PulseEvents:
         await self.proc.wait()
 
 
-@needs_pulse
-async def test_create_session_checks_hardware_without_opening_it(chimed: Any, pulse: Any) -> None:
+@pytest.mark.pulse
+async def test_create_session_checks_hardware_without_opening_it(
+    chimed: AsyncChimed, pulse: Any
+) -> None:
     meeting = await create_meeting(chimed)
     events = await PulseEvents.open()
     marker = ""
@@ -666,9 +674,10 @@ async def test_create_session_checks_hardware_without_opening_it(chimed: Any, pu
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
 
 
-@needs_pulse
+@pytest.mark.pulse
+@pytest.mark.slow
 async def test_hardware_input_lost_mid_session_falls_back_to_silence(
-    chimed: Any, pulse: Any
+    chimed: AsyncChimed, pulse: Any
 ) -> None:
     """A captures the monitor of a sink the test plays a tone into; the sink is unloaded
     mid-session: A falls back to silence (audio_device_lost), stays STARTED, B hears silence.
@@ -683,7 +692,7 @@ async def test_hardware_input_lost_mid_session_falls_back_to_silence(
     b = await create_session(chimed, meeting, "lost-b")
     c = await create_session(chimed, meeting, "lost-c", devices=selection(gone_id))
     source = ToneInput(frequency_hz=660.0, level_dbfs=-10.0)
-    speaker = registry.open_output("hw:pulse:chimed_mic")
+    speaker = opening.open_output("hw:pulse:chimed_mic")
     speaker.start(source)
     a_events = EventStream(
         chimed.sessions.AddDeviceObserver(S.AddDeviceObserverRequest(session_id=a.session_id))
@@ -731,8 +740,9 @@ async def test_hardware_input_lost_mid_session_falls_back_to_silence(
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=s.session_id))
 
 
+@pytest.mark.slow
 async def test_file_input_that_ends_or_breaks_keeps_the_session(
-    chimed: Any, tmp_path: Path
+    chimed: AsyncChimed, tmp_path: Path
 ) -> None:
     """A file that ends (loop=0) gives silence and stays selected; a looped file replaced by
     garbage fails at its next round: silence, audio_device_lost, the session stays up."""

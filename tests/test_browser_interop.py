@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from chime.client import AsyncChimed
 from chime.v1 import audio_pb2, meeting_pb2, session_pb2, types_pb2
-from chimed.embedded.web import DIST_DIR
+from chimed.embedded.meeting_page import DIST_DIR
 from google.protobuf import struct_pb2
 
 from tests.browser import Browser, BrowserError, Page
 from tests.daemon_proc import DaemonProcess
-from tests.helpers import wait_observers
 from tests.streams import EventStream, attendee_ids
 
 S = session_pb2
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.browser, pytest.mark.daemon, pytest.mark.slow, pytest.mark.timeout(90)]
 
 # Generous: a loaded 2-core machine runs Chromium, the daemon and the media server at once.
 TIMEOUT = 20.0
@@ -35,7 +35,7 @@ TONE = "virtual:tone?frequency=440&level=-20"
 class Meeting:
     """A browser attendee and a chimed attendee in one embedded meeting."""
 
-    chimed: Any
+    chimed: AsyncChimed
     page: Page
     meeting: Any
     session: S.Session  # chimed's
@@ -69,7 +69,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def meeting(daemon: DaemonProcess, chimed: Any, browser: Browser) -> AsyncIterator[Meeting]:
+async def meeting(
+    daemon: DaemonProcess, chimed: AsyncChimed, browser: Browser
+) -> AsyncIterator[Meeting]:
     """chimed joins first (with a tone as its microphone), then the browser joins the same
     meeting by name through the page, with Chromium's fake microphone."""
     assert daemon.embedded_url, "the daemon did not report its embedded service"
@@ -155,7 +157,7 @@ async def test_data_messages_both_ways(meeting: Meeting) -> None:
         m.chimed.sessions.AddDataMessageObserver(S.AddDataMessageObserverRequest(session_id=sid))
     )
     try:
-        await wait_observers(m.chimed, sid, "data_message")
+        await inbox.registered()
         # Browser -> chimed: the SDK's realtimeSendDataMessage with an object sends its JSON.
         await m.page.eval("chimedPage.send({text: 'from the browser', n: 1, ok: true})")
         event = await inbox.expect("data_message_received", timeout=TIMEOUT)

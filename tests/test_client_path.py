@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -17,26 +17,27 @@ from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as sig
 from chime.v1 import session_pb2, types_pb2
-from chimed.embedded.registry import Attendee, Meeting
+from chimed.embedded.meetings import Attendee, Meeting
 from chimed.embedded.service import EmbeddedChime
-from chimed.media.ice import pin_host_addresses
 from chimed.media.tracks import GateTrack, SilenceTrack
 from chimed.session import status as st
-from chimed.session.config import SessionConfig
-from chimed.session.events import ObserverKind
-from chimed.session.roster import Roster
-from chimed.session.session import (
+from chimed.session.chime_session import (
     ChimeSession,
     SessionStateError,
     SessionStoppedError,
     received_data_message,
     validate_data_message,
 )
+from chimed.session.config import SessionConfig
+from chimed.session.events import ObserverKind
+from chimed.session.roster import Roster
 from chimed.signaling import frames, messages
 from chimed.signaling.client import signaling_url
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+# The sessions here offer loopback host candidates only.
+pytestmark = pytest.mark.usefixtures("loopback_only")
 Frame = sig.SdkSignalFrame
 TIMEOUT = 15.0
 Event = tuple[ObserverKind, str, Message]
@@ -72,15 +73,6 @@ def ids(attendees: Any) -> set[str]:
 
 
 # --- the embedded service -----------------------------------------------------------------
-@pytest.fixture
-async def chime() -> AsyncIterator[EmbeddedChime]:
-    pin_host_addresses(["127.0.0.1"])
-    service = EmbeddedChime()
-    await service.start()
-    yield service
-    await service.stop()
-
-
 def config_for(service: EmbeddedChime, meeting: Meeting, attendee: Attendee) -> SessionConfig:
     placement: dict[str, str] = meeting.to_json(*service.urls())["MediaPlacement"]  # type: ignore[assignment]
     return SessionConfig(
@@ -118,11 +110,11 @@ async def join(service: EmbeddedChime, meeting: Meeting, user: str) -> Joined:
 
 # --- the client path against the embedded service -----------------------------------------
 async def test_two_attendees_meet_talk_mute_and_leave(
-    chime: EmbeddedChime, caplog: pytest.LogCaptureFixture
+    embedded: EmbeddedChime, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    meeting = chime.registry.create_meeting("tok-meet", "standup")
-    alice = await join(chime, meeting, "alice")
+    meeting = embedded.registry.create_meeting("tok-meet", "standup")
+    alice = await join(embedded, meeting, "alice")
     assert alice.session.state == session_pb2.SESSION_STATE_STARTED
     assert [f for _, f, _ in alice.recorder.events if f.startswith("audio_session")] == [
         "audio_session_started_connecting",
@@ -130,7 +122,7 @@ async def test_two_attendees_meet_talk_mute_and_leave(
     ]
     assert alice.session.start_time is not None
 
-    bob = await join(chime, meeting, "bob")
+    bob = await join(embedded, meeting, "bob")
     # Both ways: each sees the other join, with its external user id.
     joined = await alice.recorder.wait_for(
         "attendees_joined", lambda e: bob.attendee.attendee_id in ids(e.attendees)
@@ -201,12 +193,12 @@ async def test_two_attendees_meet_talk_mute_and_leave(
 
 
 async def test_wrong_join_token_stops_with_authentication_rejected(
-    chime: EmbeddedChime, caplog: pytest.LogCaptureFixture
+    embedded: EmbeddedChime, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    meeting = chime.registry.create_meeting("tok-auth", "m")
-    attendee = chime.registry.create_attendee(meeting.meeting_id, "mallory")
-    config = config_for(chime, meeting, attendee)
+    meeting = embedded.registry.create_meeting("tok-auth", "m")
+    attendee = embedded.registry.create_attendee(meeting.meeting_id, "mallory")
+    config = config_for(embedded, meeting, attendee)
     config.join_token = "not-the-token-" + attendee.join_token[:8]
     recorder = Recorder()
     session = ChimeSession(config, recorder)
@@ -227,11 +219,11 @@ async def test_wrong_join_token_stops_with_authentication_rejected(
     assert config.join_token not in repr(config)
 
 
-async def test_delete_meeting_ends_every_session_with_call_ended(chime: EmbeddedChime) -> None:
-    meeting = chime.registry.create_meeting("tok-end", "m")
-    alice = await join(chime, meeting, "alice")
-    bob = await join(chime, meeting, "bob")
-    chime.registry.delete_meeting(meeting.meeting_id)
+async def test_delete_meeting_ends_every_session_with_call_ended(embedded: EmbeddedChime) -> None:
+    meeting = embedded.registry.create_meeting("tok-end", "m")
+    alice = await join(embedded, meeting, "alice")
+    bob = await join(embedded, meeting, "bob")
+    embedded.registry.delete_meeting(meeting.meeting_id)
     for who in (alice, bob):
         stopped = await who.recorder.wait_for("audio_session_stopped")
         assert stopped.status.code == types_pb2.SESSION_STATUS_CODE_AUDIO_CALL_ENDED
@@ -242,12 +234,12 @@ async def test_delete_meeting_ends_every_session_with_call_ended(chime: Embedded
 
 
 async def test_delete_attendee_ends_that_session_and_others_see_it_leave(
-    chime: EmbeddedChime,
+    embedded: EmbeddedChime,
 ) -> None:
-    meeting = chime.registry.create_meeting("tok-remove", "m")
-    alice = await join(chime, meeting, "alice")
-    bob = await join(chime, meeting, "bob")
-    chime.registry.delete_attendee(meeting.meeting_id, bob.attendee.attendee_id)
+    meeting = embedded.registry.create_meeting("tok-remove", "m")
+    alice = await join(embedded, meeting, "alice")
+    bob = await join(embedded, meeting, "bob")
+    embedded.registry.delete_attendee(meeting.meeting_id, bob.attendee.attendee_id)
     stopped = await bob.recorder.wait_for("audio_session_stopped")
     assert stopped.status.code == types_pb2.SESSION_STATUS_CODE_AUDIO_CALL_ENDED
     assert "411" in stopped.status.detail
@@ -257,11 +249,11 @@ async def test_delete_attendee_ends_that_session_and_others_see_it_leave(
 
 
 async def test_joining_again_from_another_device_ends_the_first_session(
-    chime: EmbeddedChime,
+    embedded: EmbeddedChime,
 ) -> None:
-    meeting = chime.registry.create_meeting("tok-device", "m")
-    first = await join(chime, meeting, "dana")
-    second = ChimeSession(config_for(chime, meeting, first.attendee), Recorder())
+    meeting = embedded.registry.create_meeting("tok-device", "m")
+    first = await join(embedded, meeting, "dana")
+    second = ChimeSession(config_for(embedded, meeting, first.attendee), Recorder())
     await second.start()
     stopped = await first.recorder.wait_for("audio_session_stopped")
     assert stopped.status.code == types_pb2.SESSION_STATUS_CODE_AUDIO_JOINED_FROM_ANOTHER_DEVICE
@@ -270,10 +262,10 @@ async def test_joining_again_from_another_device_ends_the_first_session(
     await second.stop()
 
 
-async def test_state_errors_and_message_validation(chime: EmbeddedChime) -> None:
-    meeting = chime.registry.create_meeting("tok-state", "m")
-    attendee = chime.registry.create_attendee(meeting.meeting_id, "carol")
-    session = ChimeSession(config_for(chime, meeting, attendee), Recorder())
+async def test_state_errors_and_message_validation(embedded: EmbeddedChime) -> None:
+    meeting = embedded.registry.create_meeting("tok-state", "m")
+    attendee = embedded.registry.create_attendee(meeting.meeting_id, "carol")
+    session = ChimeSession(config_for(embedded, meeting, attendee), Recorder())
     assert session.state == session_pb2.SESSION_STATE_CREATED
     with pytest.raises(SessionStateError, match="CREATED"):
         await session.send_message("chat", b"x")
@@ -295,9 +287,9 @@ async def test_state_errors_and_message_validation(chime: EmbeddedChime) -> None
         await session.send_message("chat", b"x")
 
 
-async def test_received_audio_reaches_the_output_consumer(chime: EmbeddedChime) -> None:
-    meeting = chime.registry.create_meeting("tok-audio", "m")
-    attendee = chime.registry.create_attendee(meeting.meeting_id, "listener")
+async def test_received_audio_reaches_the_output_consumer(embedded: EmbeddedChime) -> None:
+    meeting = embedded.registry.create_meeting("tok-audio", "m")
+    attendee = embedded.registry.create_attendee(meeting.meeting_id, "listener")
     heard: list[object] = []
     enough = asyncio.Event()
 
@@ -307,7 +299,7 @@ async def test_received_audio_reaches_the_output_consumer(chime: EmbeddedChime) 
             if len(heard) >= 5:
                 enough.set()
 
-    session = ChimeSession(config_for(chime, meeting, attendee), Recorder())
+    session = ChimeSession(config_for(embedded, meeting, attendee), Recorder())
     session.set_audio_output(consumer)
     await session.start()
     await session.wait_started(TIMEOUT)
@@ -317,10 +309,11 @@ async def test_received_audio_reaches_the_output_consumer(chime: EmbeddedChime) 
     await session.stop()
 
 
-async def test_service_going_away_ends_the_session(chime: EmbeddedChime) -> None:
-    meeting = chime.registry.create_meeting("tok-away", "m")
-    alice = await join(chime, meeting, "alice")
-    await chime.stop()
+@pytest.mark.slow
+async def test_service_going_away_ends_the_session(embedded: EmbeddedChime) -> None:
+    meeting = embedded.registry.create_meeting("tok-away", "m")
+    alice = await join(embedded, meeting, "alice")
+    await embedded.stop()
     stopped = await alice.recorder.wait_for("audio_session_stopped")
     assert stopped.status.code == types_pb2.SESSION_STATUS_CODE_AUDIO_SERVER_HUNGUP
     assert alice.session.state == session_pb2.SESSION_STATE_STOPPED
@@ -357,6 +350,7 @@ async def test_refused_upgrade_403_is_authentication_rejected() -> None:
         await runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_silent_server_ends_the_join_with_a_status_not_a_hang(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -534,7 +528,7 @@ def test_data_messages_in_and_out() -> None:
     assert not messages.data_message("t", b"d", 0).data_message.messages[0].HasField("lifetime_ms")
 
 
-class _Ones(MediaStreamTrack):  # type: ignore[misc]
+class _Ones(MediaStreamTrack):
     """A test source: unpaced 20 ms frames of a constant non-zero sample."""
 
     kind = "audio"
@@ -549,9 +543,11 @@ class _Ones(MediaStreamTrack):  # type: ignore[misc]
 async def test_gate_sends_silence_while_muted_and_silence_track_is_48k() -> None:
     gate = GateTrack(_Ones())
     loud = await gate.recv()
+    assert isinstance(loud, AudioFrame)  # no `opus` given: PCM frames, not packets
     assert bytes(loud.planes[0])[:2] == b"\x01\x00"
     gate.muted = True
     quiet = await gate.recv()
+    assert isinstance(quiet, AudioFrame)
     assert (quiet.samples, quiet.sample_rate, quiet.layout.name) == (960, 48000, "mono")
     assert not any(bytes(quiet.planes[0]))
     silence = SilenceTrack()

@@ -1,5 +1,5 @@
 """The embedded control plane through an unmodified boto3 client (and raw HTTP where boto3 would
-not send the request), against an EmbeddedChime on a loopback port."""
+not send the request), against an EmbeddedChime on a loopback port (the `embedded` fixture)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -26,16 +26,6 @@ NO_SUCH_ID = "00000000-0000-0000-0000-000000000000"
 SR = {"Audio": "SendReceive", "Video": "SendReceive", "Content": "SendReceive"}
 
 
-@pytest.fixture
-async def service() -> AsyncIterator[EmbeddedChime]:
-    svc = EmbeddedChime("127.0.0.1", 0)
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
-
-
 def _client(service: EmbeddedChime, validate: bool = True) -> Any:
     return boto3.client(
         "chime-sdk-meetings",
@@ -48,16 +38,16 @@ def _client(service: EmbeddedChime, validate: bool = True) -> Any:
 
 
 @pytest.fixture
-def chime(service: EmbeddedChime) -> Iterator[Any]:
-    client = _client(service)
+def chime(embedded: EmbeddedChime) -> Iterator[Any]:
+    client = _client(embedded)
     yield client
     client.close()
 
 
 @pytest.fixture
-def unchecked(service: EmbeddedChime) -> Iterator[Any]:
+def unchecked(embedded: EmbeddedChime) -> Iterator[Any]:
     """A client that sends what botocore's own validation would stop, for the server to judge."""
-    client = _client(service, validate=False)
+    client = _client(embedded, validate=False)
     yield client
     client.close()
 
@@ -93,7 +83,9 @@ def _strip(response: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- meetings -------------------------------------------------------------------------------
-async def test_create_meeting_shape_and_media_placement(service: EmbeddedChime, chime: Any) -> None:
+async def test_create_meeting_shape_and_media_placement(
+    embedded: EmbeddedChime, chime: Any
+) -> None:
     meeting = await new_meeting(chime, ExternalMeetingId="weekly sync", MediaRegion="eu-west-2")
     mid = meeting["MeetingId"]
     assert GUID.fullmatch(mid)
@@ -114,12 +106,12 @@ async def test_create_meeting_shape_and_media_placement(service: EmbeddedChime, 
         "ScreenSharingUrl",
         "EventIngestionUrl",
     }
-    assert placement["SignalingUrl"] == f"ws://127.0.0.1:{service.port}/control/{mid}"
-    assert placement["AudioHostUrl"].startswith(f"127.0.0.1:{service.port}")
-    assert placement["TurnControlUrl"] == service.turn_url
+    assert placement["SignalingUrl"] == f"ws://127.0.0.1:{embedded.port}/control/{mid}"
+    assert placement["AudioHostUrl"].startswith(f"127.0.0.1:{embedded.port}")
+    assert placement["TurnControlUrl"] == embedded.turn_url
     for key, url in placement.items():
         if key != "AudioHostUrl":
-            assert url.startswith((service.base_url, service.ws_url)), (key, url)
+            assert url.startswith((embedded.base_url, embedded.ws_url)), (key, url)
 
 
 async def test_create_meeting_echoes_optional_members(chime: Any) -> None:
@@ -158,7 +150,7 @@ async def test_create_meeting_is_idempotent_on_client_request_token(chime: Any) 
     assert fresh["MeetingId"] not in (first["MeetingId"], other["MeetingId"])
 
 
-async def test_get_and_delete_meeting(service: EmbeddedChime, chime: Any) -> None:
+async def test_get_and_delete_meeting(embedded: EmbeddedChime, chime: Any) -> None:
     meeting = await new_meeting(chime)
     mid = meeting["MeetingId"]
     assert (await call(chime, "get_meeting", MeetingId=mid))["Meeting"] == meeting
@@ -168,7 +160,7 @@ async def test_get_and_delete_meeting(service: EmbeddedChime, chime: Any) -> Non
 
     deleted = await call(chime, "delete_meeting", MeetingId=mid)
     assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
-    assert service.registry.authenticate(mid, attendee["JoinToken"]) is None
+    assert embedded.registry.authenticate(mid, attendee["JoinToken"]) is None
 
     message = await fails(chime, "get_meeting", "NotFoundException", 404, MeetingId=mid)
     assert mid in message
@@ -189,7 +181,7 @@ async def test_get_and_delete_meeting(service: EmbeddedChime, chime: Any) -> Non
 
 # --- attendees ------------------------------------------------------------------------------
 async def test_create_attendee_is_idempotent_and_its_token_admits(
-    service: EmbeddedChime, chime: Any
+    embedded: EmbeddedChime, chime: Any
 ) -> None:
     mid = (await new_meeting(chime))["MeetingId"]
     ann = (await call(chime, "create_attendee", MeetingId=mid, ExternalUserId="ann"))["Attendee"]
@@ -210,11 +202,11 @@ async def test_create_attendee_is_idempotent_and_its_token_admits(
     assert bob["Attendee"]["Capabilities"] == caps
     assert bob["Attendee"]["AttendeeId"] != ann["AttendeeId"]
 
-    admitted = service.registry.authenticate(mid, ann["JoinToken"])
+    admitted = embedded.registry.authenticate(mid, ann["JoinToken"])
     assert admitted is not None and admitted[1].attendee_id == ann["AttendeeId"]
 
 
-async def test_delete_attendee(service: EmbeddedChime, chime: Any) -> None:
+async def test_delete_attendee(embedded: EmbeddedChime, chime: Any) -> None:
     mid = (await new_meeting(chime))["MeetingId"]
     ann = (await call(chime, "create_attendee", MeetingId=mid, ExternalUserId="ann"))["Attendee"]
     bob = (await call(chime, "create_attendee", MeetingId=mid, ExternalUserId="bob"))["Attendee"]
@@ -222,7 +214,7 @@ async def test_delete_attendee(service: EmbeddedChime, chime: Any) -> None:
 
     deleted = await call(chime, "delete_attendee", MeetingId=mid, AttendeeId=aid)
     assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
-    assert service.registry.authenticate(mid, ann["JoinToken"]) is None
+    assert embedded.registry.authenticate(mid, ann["JoinToken"]) is None
     listed = await call(chime, "list_attendees", MeetingId=mid)
     assert listed["Attendees"] == [bob]
     message = await fails(
@@ -521,9 +513,9 @@ async def test_ids_and_ranges_are_validated(unchecked: Any) -> None:
 
 
 # --- raw HTTP: what boto3 cannot send -------------------------------------------------------
-async def test_raw_http_errors_are_json(service: EmbeddedChime) -> None:
+async def test_raw_http_errors_are_json(embedded: EmbeddedChime) -> None:
     async def request(method: str, path: str, data: bytes | None = None) -> tuple[int, Any]:
-        async with http.request(method, service.base_url + path, data=data) as response:
+        async with http.request(method, embedded.base_url + path, data=data) as response:
             body = json.loads(await response.read())
             assert response.headers["x-amzn-ErrorType"] == body["Code"]
             assert response.headers["x-amzn-RequestId"]
@@ -640,8 +632,9 @@ async def test_failed_startup_releases_the_port() -> None:
 
 # --- AWS CLI parity (only where the CLI is installed) ---------------------------------------
 @pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
+@pytest.mark.slow
 async def test_aws_cli_sees_the_same_json(
-    service: EmbeddedChime, chime: Any, tmp_path: Any
+    embedded: EmbeddedChime, chime: Any, tmp_path: Any
 ) -> None:
     env = {
         **os.environ,
@@ -659,7 +652,7 @@ async def test_aws_cli_sees_the_same_json(
             "chime-sdk-meetings",
             *args,
             "--endpoint-url",
-            service.base_url,
+            embedded.base_url,
             "--output",
             "json",
             env=env,

@@ -13,14 +13,16 @@ from typing import Any
 
 import grpc
 import pytest
-from chime.client import connect_aio
+from chime.client import AsyncChimed, connect_aio
 from chime.v1 import meeting_pb2, session_pb2, session_pb2_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
-from tests.helpers import create_meeting, create_session, started_session, wait_observers
+from tests.helpers import create_meeting, create_session, started_session
 from tests.streams import EventStream, attendee_ids
+
+pytestmark = pytest.mark.daemon
 
 S = session_pb2
 
@@ -31,6 +33,7 @@ def test_socket_is_private(daemon: DaemonProcess) -> None:
     assert stat.S_IMODE(mode) == 0o600
 
 
+@pytest.mark.slow
 def test_second_daemon_on_same_socket_is_refused(daemon: DaemonProcess) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "chimed", "--socket", daemon.socket_path],
@@ -42,6 +45,7 @@ def test_second_daemon_on_same_socket_is_refused(daemon: DaemonProcess) -> None:
     assert "another chimed is already listening" in out.stderr
 
 
+@pytest.mark.slow
 def test_opus_complexity_out_of_range_is_refused(tmp_path: Any) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "chimed", "--opus-complexity", "11", "--socket", str(tmp_path)],
@@ -54,6 +58,7 @@ def test_opus_complexity_out_of_range_is_refused(tmp_path: Any) -> None:
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_tcp_beyond_loopback_needs_tls_and_token(tmp_path: Any) -> None:
     out = subprocess.run(
         [
@@ -73,6 +78,7 @@ def test_tcp_beyond_loopback_needs_tls_and_token(tmp_path: Any) -> None:
     assert "needs --tls-cert, --tls-key and a token" in out.stderr
 
 
+@pytest.mark.slow
 async def test_health_and_tcp_with_token(tmp_path: Any) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
@@ -120,6 +126,7 @@ def shared() -> Iterator[tuple[EmbeddedProcess, DaemonProcess, DaemonProcess]]:
     embedded.stop()
 
 
+@pytest.mark.slow
 async def test_two_daemons_share_one_embedded_service_and_sigterm_leaves(
     shared: tuple[EmbeddedProcess, DaemonProcess, DaemonProcess],
 ) -> None:
@@ -138,7 +145,7 @@ async def test_two_daemons_share_one_embedded_service_and_sigterm_leaves(
                 S.AddDataMessageObserverRequest(session_id=bob.session_id)
             )
         )
-        await wait_observers(cb, bob.session_id, "data_message")
+        await inbox.registered()
         message = struct_pb2.Struct()
         message.update({"from": "daemon a"})
         await ca.sessions.SendMessage(
@@ -166,7 +173,7 @@ async def test_two_daemons_share_one_embedded_service_and_sigterm_leaves(
         await inbox.close()
 
 
-async def test_logs_never_carry_join_tokens(daemon: DaemonProcess, chimed: Any) -> None:
+async def test_logs_never_carry_join_tokens(daemon: DaemonProcess, chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "secretive")
     full = await chimed.sessions.GetSession(
@@ -182,7 +189,7 @@ async def test_logs_never_carry_join_tokens(daemon: DaemonProcess, chimed: Any) 
     assert token and token not in daemon.log()
 
 
-async def test_video_answers_unimplemented_clearly(chimed: Any) -> None:
+async def test_video_answers_unimplemented_clearly(chimed: AsyncChimed) -> None:
     from chime.v1 import video_pb2
 
     meeting = await create_meeting(chimed)
@@ -192,7 +199,7 @@ async def test_video_answers_unimplemented_clearly(chimed: Any) -> None:
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "VideoService/StartLocal is not implemented" in (info.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await chimed.video.GetDevices(video_pb2.GetVideoDevicesRequest())
+        await chimed.video.GetDevices(video_pb2.VideoServiceGetDevicesRequest())
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     view = EventStream(
         chimed.video.BindView(video_pb2.BindViewRequest(session_id=session.session_id, tile_id=1))
@@ -247,6 +254,7 @@ def _self_signed(tmp_path: Any) -> tuple[str, str, bytes]:
     return str(cert_path), str(key_path), pem
 
 
+@pytest.mark.slow
 async def test_tcp_with_tls_and_token(tmp_path: Any) -> None:
     cert, key, pem = _self_signed(tmp_path)
     token_file = tmp_path / "token"

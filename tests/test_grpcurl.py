@@ -15,6 +15,8 @@ import pytest
 
 from tests.daemon_proc import DaemonProcess
 
+pytestmark = pytest.mark.daemon
+
 ROOT = Path(__file__).resolve().parent.parent
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 
@@ -83,6 +85,7 @@ def _demo_block() -> str:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_readme_demo_runs_as_written(tmp_path: Path) -> None:
     if not shutil.which("jq"):
         pytest.fail("jq is missing: `make deps` installs it (APT_PACKAGES)")
@@ -102,8 +105,13 @@ def test_readme_demo_runs_as_written(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stdout + out.stderr + daemon.log()
     finally:
         daemon.stop()
-    messages = (tmp_path / "alice-messages.json").read_text()
-    event = json.loads(messages)
+    # grpcurl -v: the headers (sent when the observer was registered), then the one event.
+    stream = (tmp_path / "alice-stream.txt").read_text()
+    headers, _, rest = stream.partition("Response contents:\n")
+    assert "Response headers received:" in headers
+    contents, _, trailers = rest.partition("Response trailers received:")
+    assert "received 1 response" in trailers
+    event = json.loads(contents)
     data = event["data_message_received"]["data_message"]
     assert data["json"] == {"text": "hello alice", "n": 1}
     assert data["sender_external_user_id"] == "bob"

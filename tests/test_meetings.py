@@ -9,9 +9,12 @@ from typing import Any
 import boto3
 import grpc
 import pytest
+from chime.client import AsyncChimed
 from chime.v1 import meeting_pb2, types_pb2
 
 from tests.daemon_proc import DaemonProcess
+
+pytestmark = pytest.mark.daemon
 
 M = meeting_pb2
 
@@ -22,7 +25,7 @@ async def _code(coro: Any) -> tuple[grpc.StatusCode, str]:
     return info.value.code(), info.value.details() or ""
 
 
-async def test_meeting_lifecycle(chimed: Any) -> None:
+async def test_meeting_lifecycle(chimed: AsyncChimed) -> None:
     created = await chimed.meetings.CreateMeeting(
         M.CreateMeetingRequest(external_meeting_id="lifecycle", client_request_token="tok-1")
     )
@@ -111,13 +114,15 @@ async def test_meeting_lifecycle(chimed: Any) -> None:
         ("ListAttendees", M.ListAttendeesRequest(meeting_id="m", page_size=101), "page_size"),
     ],
 )
-async def test_meeting_bad_input(chimed: Any, call: str, request_: Any, fragment: str) -> None:
+async def test_meeting_bad_input(
+    chimed: AsyncChimed, call: str, request_: Any, fragment: str
+) -> None:
     code, details = await _code(getattr(chimed.meetings, call)(request_))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in details
 
 
-async def test_unknown_meeting_is_not_found(chimed: Any) -> None:
+async def test_unknown_meeting_is_not_found(chimed: AsyncChimed) -> None:
     code, _ = await _code(
         chimed.meetings.CreateAttendee(
             M.CreateAttendeeRequest(
@@ -129,7 +134,7 @@ async def test_unknown_meeting_is_not_found(chimed: Any) -> None:
 
 
 async def test_boto3_against_the_daemons_embedded_service(
-    chimed: Any, daemon: DaemonProcess
+    chimed: AsyncChimed, daemon: DaemonProcess
 ) -> None:
     assert daemon.embedded_url
     client = boto3.client(

@@ -19,6 +19,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from chimed.embedded.audio_levels import (
     SILENT_VOLUME,
     LevelMeter,
@@ -26,16 +27,15 @@ from chimed.embedded.audio_levels import (
     MetadataTracker,
     metadata_volume,
 )
+from chimed.embedded.meetings import Meeting
 from chimed.embedded.mixer import (
-    FRAME_SAMPLES,
-    SAMPLE_RATE,
     AudioMixer,
     JitterBuffer,
     frame_to_mono,
     saturate,
 )
 from chimed.embedded.opus_out import SharedOpus
-from chimed.embedded.registry import Meeting
+from chimed.embedded.service import EmbeddedChime
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import OPUS_SILENCE, first_audio_codec
 
@@ -271,7 +271,7 @@ def test_volume_maps_into_the_web_clients_range() -> None:
 
 
 # --- end to end: the embedded service, real aiortc peers ------------------------------------
-class ToneTrack(MediaStreamTrack):  # type: ignore[misc]
+class ToneTrack(MediaStreamTrack):
     """A microphone playing a sine (or silence when `freq` is None), paced at 20 ms."""
 
     kind = "audio"
@@ -365,16 +365,9 @@ class Peer:
 
 
 @pytest.fixture
-async def chime() -> AsyncIterator[Service]:
-    from chimed.embedded.service import EmbeddedChime
-
-    service = EmbeddedChime()
-    await service.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Service(service.registry, service.signaling, service.ws_url, http)
-    finally:
-        await service.stop()
+async def chime(embedded: EmbeddedChime) -> AsyncIterator[Service]:
+    async with aiohttp.ClientSession() as http:
+        yield Service(embedded.registry, embedded.signaling, embedded.ws_url, http)
 
 
 async def join_peer(service: Service, meeting: Meeting, user: str) -> Peer:
@@ -411,6 +404,7 @@ def frequency_of(pcm: npt.NDArray[np.int16]) -> float:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 async def test_b_hears_a_tone_a_never_hears_itself_and_mute_silences_a(chime: Service) -> None:
     meeting = chime.meeting()
     a = await join_peer(chime, meeting, "alice")
@@ -450,6 +444,7 @@ async def metadata_naming(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 async def test_audio_metadata_follows_the_speakers_volume(chime: Service) -> None:
     meeting = chime.meeting()
     a = await join_peer(chime, meeting, "alice")
@@ -485,6 +480,7 @@ async def test_audio_metadata_follows_the_speakers_volume(chime: Service) -> Non
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 async def test_two_speakers_hear_each_other_and_a_third_hears_both(chime: Service) -> None:
     meeting = chime.meeting()
     a, b, c = [await join_peer(chime, meeting, u) for u in ("alice", "bob", "carol")]

@@ -42,14 +42,14 @@ def test_libopus_is_loaded_with_the_speech_settings() -> None:
     assert encoder.get(opus.OPUS_GET_BITRATE) == opus.BIT_RATE
 
 
-def test_complexity_applies_to_encoders_made_after_it() -> None:
-    try:
-        opus.set_complexity(0)
-        assert opus.LibopusEncoder().get(opus.OPUS_GET_COMPLEXITY) == 0
-        assert opus.PyAVEncoder().complexity == 0
-    finally:
-        opus.set_complexity(opus.DEFAULT_COMPLEXITY)
+def test_each_encoder_has_the_complexity_it_was_made_with() -> None:
+    assert opus.LibopusEncoder(0).get(opus.OPUS_GET_COMPLEXITY) == 0
+    assert opus.PyAVEncoder(0).complexity == 0
+    encoder = opus.new_encoder(3)
+    assert isinstance(encoder, opus.LibopusEncoder) and encoder.get(opus.OPUS_GET_COMPLEXITY) == 3
     assert opus.LibopusEncoder().get(opus.OPUS_GET_COMPLEXITY) == opus.DEFAULT_COMPLEXITY
+    with pytest.raises(ValueError, match="Opus complexity must be 0 to 10, got 11"):
+        opus.new_encoder(11)
 
 
 @pytest.mark.parametrize("make", [opus.LibopusEncoder, opus.PyAVEncoder])

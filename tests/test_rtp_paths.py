@@ -16,16 +16,19 @@ from typing import Any
 
 import av
 import numpy as np
+import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame
 from chimed.devices.audio_inputs import PcmFeedInput, ToneInput
-from chimed.embedded.turn import TurnRelay
+from chimed.embedded.turn_relay import TurnRelay
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 from chimed.media.opus import OPUS_SILENCE
 from chimed.media.peer import ChimePeer
-from chimed.session.audio import InputSwitch
+from chimed.session.audio_tracks import InputSwitch
+
+pytestmark = pytest.mark.slow
 
 
 def _opus_payload_type(sdp: str) -> int:
@@ -134,7 +137,9 @@ class _Heard:
 
     async def consume(self, track: MediaStreamTrack) -> None:
         while True:
-            self.frames.append(await track.recv())
+            frame = await track.recv()
+            assert isinstance(frame, AudioFrame)
+            self.frames.append(frame)
             if len(self.frames) >= self.count:
                 self.enough.set()
 

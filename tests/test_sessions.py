@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import grpc
 import pytest
+from chime.client import AsyncChimed
 from chime.v1 import audio_pb2, meeting_pb2, session_pb2, types_pb2
 from google.protobuf import struct_pb2
 
@@ -18,6 +20,8 @@ from tests.helpers import (
     wait_observers,
 )
 from tests.streams import EventStream, attendee_ids
+
+pytestmark = pytest.mark.daemon
 
 S = session_pb2
 
@@ -34,7 +38,7 @@ def _struct(obj: dict[str, Any]) -> struct_pb2.Struct:
     return s
 
 
-async def test_create_get_list_delete(chimed: Any) -> None:
+async def test_create_get_list_delete(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "alice", data_message_topic="chat")
     assert session.state == S.SESSION_STATE_CREATED
@@ -59,7 +63,65 @@ async def test_create_get_list_delete(chimed: Any) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
 
 
-async def test_create_from_boto3_json(chimed: Any) -> None:
+async def _pages(
+    chimed: AsyncChimed, page_size: int, page_token: str = ""
+) -> list[tuple[list[str], str]]:
+    """(session ids, next_page_token) of each page from page_token to the last."""
+    pages = []
+    while True:
+        got = await chimed.sessions.ListSessions(
+            S.ListSessionsRequest(page_size=page_size, page_token=page_token)
+        )
+        page_token = got.next_page_token
+        pages.append(([s.session_id for s in got.sessions], page_token))
+        if not page_token:
+            return pages
+
+
+def _ids(pages: list[tuple[list[str], str]]) -> list[str]:
+    return [sid for ids, _ in pages for sid in ids]
+
+
+async def test_list_sessions_pages_oldest_first(chimed: AsyncChimed) -> None:
+    meeting = await create_meeting(chimed)
+    created = [(await create_session(chimed, meeting, f"p{i}")).session_id for i in range(101)]
+    try:
+        first = await chimed.sessions.ListSessions(S.ListSessionsRequest())
+        assert len(first.sessions) == 100 and first.next_page_token  # the default page size
+        everything = _ids(await _pages(chimed, 100))
+        assert everything[-101:] == created  # oldest first; nothing repeated or missed
+        assert _ids(await _pages(chimed, 7)) == everything
+        token_after = {ids[0]: token for ids, token in await _pages(chimed, 1)}
+
+        # Deleting the session a token points after shifts nothing; a new one comes last.
+        gone = created.pop(2)
+        await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=gone))
+        created.append((await create_session(chimed, meeting, "late")).session_id)
+        assert _ids(await _pages(chimed, 3, token_after[gone])) == created[2:]
+    finally:
+        for sid in created:
+            await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "fragment"),
+    [
+        ({"page_size": -1}, "page_size must be 1-100, or 0 for 100"),
+        ({"page_size": 101}, "page_size must be 1-100, or 0 for 100"),
+        ({"page_token": "not a token"}, "page_token is not one this RPC returned"),
+        ({"page_token": "WyJ4Il0"}, "page_token is not one this RPC returned"),  # ["x"]
+    ],
+)
+async def test_list_sessions_rejects_bad_paging(
+    chimed: AsyncChimed, request_kwargs: dict[str, Any], fragment: str
+) -> None:
+    code, details = await _code(
+        chimed.sessions.ListSessions(S.ListSessionsRequest(**request_kwargs))
+    )
+    assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, fragment)
+
+
+async def test_create_from_boto3_json(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     attendee = await create_attendee(chimed, meeting, "json-user")
     meeting_json = json.dumps(
@@ -121,7 +183,7 @@ async def test_create_from_boto3_json(chimed: Any) -> None:
     ],
 )
 async def test_create_rejects_malformed_documents(
-    chimed: Any, request_kwargs: dict[str, str], fragment: str
+    chimed: AsyncChimed, request_kwargs: dict[str, Any], fragment: str
 ) -> None:
     before = await chimed.sessions.ListSessions(S.ListSessionsRequest())
     code, details = await _code(
@@ -133,7 +195,7 @@ async def test_create_rejects_malformed_documents(
     assert len(after.sessions) == len(before.sessions)  # nothing half-created
 
 
-async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: Any) -> None:
+async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     attendee = await create_attendee(chimed, meeting, "dup")
     no_token = types_pb2.Attendee(attendee_id=attendee.attendee_id)
@@ -149,6 +211,12 @@ async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: Any)
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "data_message_topic" in details
+    # A trailing newline is not part of the syntax ("$" alone would let it through).
+    for field, value in (("data_message_topic", "chat\n"), ("session_id", "dup-1\n")):
+        request = S.CreateSessionRequest(meeting=meeting, attendee=attendee)
+        setattr(request, field, value)
+        code, details = await _code(chimed.sessions.CreateSession(request))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details
     await chimed.sessions.CreateSession(
         S.CreateSessionRequest(meeting=meeting, attendee=attendee, session_id="dup-1")
     )
@@ -167,7 +235,7 @@ async def test_create_rejects_bad_attendee_and_topic_and_duplicates(chimed: Any)
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id="dup-1"))
 
 
-async def test_unknown_session_is_not_found_everywhere(chimed: Any) -> None:
+async def test_unknown_session_is_not_found_everywhere(chimed: AsyncChimed) -> None:
     calls = [
         chimed.sessions.GetSession(S.GetSessionRequest(session_id="nope")),
         chimed.sessions.Start(S.StartRequest(session_id="nope")),
@@ -187,14 +255,14 @@ async def test_unknown_session_is_not_found_everywhere(chimed: Any) -> None:
     assert await stream.ended() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_start_stop_and_audio_video_events(chimed: Any) -> None:
+async def test_start_stop_and_audio_video_events(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "av")
     sid = session.session_id
     av = EventStream(
         chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
     )
-    await wait_observers(chimed, sid, "audio_video", 1)
+    await av.registered()
     await chimed.sessions.Start(S.StartRequest(session_id=sid))
     first = await av.expect("audio_session_started_connecting")
     assert first.session_id == sid and first.sequence == 1 and first.time.seconds > 0
@@ -223,7 +291,7 @@ async def test_start_stop_and_audio_video_events(chimed: Any) -> None:
     assert await late.ended() == grpc.StatusCode.OK
 
 
-async def test_data_messages_between_sessions(chimed: Any) -> None:
+async def test_data_messages_between_sessions(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")
     bob = await started_session(chimed, meeting, "bob")
@@ -237,7 +305,8 @@ async def test_data_messages_between_sessions(chimed: Any) -> None:
             S.AddDataMessageObserverRequest(session_id=alice.session_id, topics=["other"])
         )
     )
-    await wait_observers(chimed, alice.session_id, "data_message", 2)
+    await inbox.registered()
+    await other_topic.registered()
     sent = await chimed.sessions.SendMessage(
         S.SendMessageRequest(session_id=bob.session_id, message=_struct({"text": "hi", "n": 2}))
     )
@@ -262,7 +331,7 @@ async def test_data_messages_between_sessions(chimed: Any) -> None:
     await other_topic.close()
 
 
-async def test_send_message_bad_input(chimed: Any) -> None:
+async def test_send_message_bad_input(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "sender")
     sid = session.session_id
@@ -293,7 +362,37 @@ async def test_send_message_bad_input(chimed: Any) -> None:
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_realtime_presence_and_mute(chimed: Any) -> None:
+async def test_observer_headers_mean_no_event_is_missed(chimed: AsyncChimed) -> None:
+    meeting = await create_meeting(chimed)
+    alice = await started_session(chimed, meeting, "alice")
+    bob = await started_session(chimed, meeting, "bob")
+    # A data-message stream has no current state to send: its headers come before any event.
+    call = chimed.sessions.AddDataMessageObserver(
+        S.AddDataMessageObserverRequest(session_id=alice.session_id)
+    )
+    await asyncio.wait_for(call.initial_metadata(), 15)
+    assert not call.done()  # headers of a live stream, not of one that ended
+    call.cancel()
+    # A message sent as soon as the headers are in reaches the stream, every time.
+    for i in range(20):
+        inbox = EventStream(
+            chimed.sessions.AddDataMessageObserver(
+                S.AddDataMessageObserverRequest(session_id=alice.session_id)
+            )
+        )
+        await inbox.registered()
+        await chimed.sessions.SendMessage(
+            S.SendMessageRequest(session_id=bob.session_id, message=_struct({"i": i}))
+        )
+        event = await inbox.expect("data_message_received")
+        assert event.data_message_received.data_message.json["i"] == i
+        assert [e.sequence for e in inbox.events] == [1]
+        await inbox.close()
+    for sid in (alice.session_id, bob.session_id):
+        await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
+
+
+async def test_realtime_presence_and_mute(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")
     rt = EventStream(
@@ -303,7 +402,6 @@ async def test_realtime_presence_and_mute(chimed: Any) -> None:
     )
     first = await rt.expect("attendees_joined")  # the current roster first
     assert alice.attendee_id in attendee_ids(first.attendees_joined)
-    await wait_observers(chimed, alice.session_id, "realtime", 1)
     bob = await started_session(chimed, meeting, "bob")
     joined = await rt.expect("attendees_joined", lambda e: bob.attendee_id in attendee_ids(e))
     assert {a.external_user_id for a in joined.attendees_joined.attendees} >= {"bob"}
@@ -322,11 +420,12 @@ async def test_realtime_presence_and_mute(chimed: Any) -> None:
     assert await rt.ended() == grpc.StatusCode.OK
 
 
-async def test_remove_observers_end_streams_cleanly(chimed: Any) -> None:
+async def test_remove_observers_end_streams_cleanly(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     session = await create_session(chimed, meeting, "watcher")
     sid = session.session_id
-    adders = {
+    # (add, its request, remove, its request) per kind: stubs and messages of differing types.
+    adders: dict[str, tuple[Any, Any, Any, Any]] = {
         "active_speaker": (
             chimed.sessions.AddActiveSpeakerObserver,
             S.AddActiveSpeakerObserverRequest,
@@ -367,7 +466,8 @@ async def test_remove_observers_end_streams_cleanly(chimed: Any) -> None:
     for kind, (add, add_req, remove, remove_req) in adders.items():
         # Several observers of one kind at once; one removed by id, the others by kind.
         streams = [EventStream(add(add_req(session_id=sid, observer_id=f"o{i}"))) for i in range(3)]
-        await wait_observers(chimed, sid, kind, 3)
+        for stream in streams:
+            await stream.registered()
         one = await remove(remove_req(session_id=sid, observer_id="o1"))
         assert one.removed == 1
         assert await streams[1].ended() == grpc.StatusCode.OK
@@ -382,8 +482,8 @@ async def test_remove_observers_end_streams_cleanly(chimed: Any) -> None:
             chimed.sessions.AddRealtimeObserver(S.AddRealtimeObserverRequest(session_id=sid))
         ),
     ]
-    await wait_observers(chimed, sid, "realtime", 1)
-    await wait_observers(chimed, sid, "tile", 1)
+    for stream in streams:
+        await stream.registered()
     removed = await chimed.sessions.RemoveObservers(S.RemoveObserversRequest(session_id=sid))
     assert removed.removed == 2
     for stream in streams:
@@ -391,7 +491,7 @@ async def test_remove_observers_end_streams_cleanly(chimed: Any) -> None:
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_wrong_join_token_stops_with_authentication_rejected(chimed: Any) -> None:
+async def test_wrong_join_token_stops_with_authentication_rejected(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     attendee = await create_attendee(chimed, meeting, "intruder")
     attendee.join_token = "not-the-token"
@@ -402,7 +502,7 @@ async def test_wrong_join_token_stops_with_authentication_rejected(chimed: Any) 
     av = EventStream(
         chimed.sessions.AddAudioVideoObserver(S.AddAudioVideoObserverRequest(session_id=sid))
     )
-    await wait_observers(chimed, sid, "audio_video", 1)
+    await av.registered()
     await chimed.sessions.Start(S.StartRequest(session_id=sid))
     event = await av.expect("audio_session_stopped")
     status = event.audio_session_stopped.status.code
@@ -420,7 +520,7 @@ async def test_wrong_join_token_stops_with_authentication_rejected(chimed: Any) 
     await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_delete_meeting_and_attendee_end_sessions(chimed: Any) -> None:
+async def test_delete_meeting_and_attendee_end_sessions(chimed: AsyncChimed) -> None:
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")
     bob = await started_session(chimed, meeting, "bob")
@@ -460,12 +560,12 @@ async def test_delete_meeting_and_attendee_end_sessions(chimed: Any) -> None:
         await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
 
-async def test_non_json_data_arrives_as_raw_bytes(chimed: Any, daemon: Any) -> None:
+async def test_non_json_data_arrives_as_raw_bytes(chimed: AsyncChimed, daemon: Any) -> None:
     """Another client (here chimed's own ChimeSession, in this test process) may send bytes
     that are not a JSON object: observers get them as raw data, with no json."""
+    from chimed.session.chime_session import ChimeSession
     from chimed.session.config import SessionConfig
     from chimed.session.observers import ObserverHub
-    from chimed.session.session import ChimeSession
 
     meeting = await create_meeting(chimed)
     alice = await started_session(chimed, meeting, "alice")
@@ -488,7 +588,7 @@ async def test_non_json_data_arrives_as_raw_bytes(chimed: Any, daemon: Any) -> N
         placement.turn_control_url,
         meeting.media_region,
     )
-    await wait_observers(chimed, alice.session_id, "data_message", 1)
+    await inbox.registered()
     sender = ChimeSession(config, ObserverHub("raw"))
     await sender.start()
     try:

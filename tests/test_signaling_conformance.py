@@ -326,15 +326,16 @@ async def test_paused_streams_are_listed_in_the_index(service: Service) -> None:
     await client.send(resume)
     await client.ping(1)
     # Video forwarding is what fills the sources; until then, seed them to read the INDEX.
-    state = service.server._meetings[meeting.meeting_id]
+    state = service.server._meetings[meeting.meeting_id]  # noqa: SLF001  # (seeded, see above)
     state.video_sources.extend(
         pb.SdkStreamDescriptor(stream_id=s, group_id=g, media_type=pb.VIDEO)
         for s, g in ((5, 1), (6, 2), (7, 9), (8, 3))
     )
     alice = next(s for s in state.sessions.values() if s.attendee.external_user_id == "alice")
     bob = next(s for s in state.sessions.values() if s.attendee.external_user_id == "bob")
-    assert list(service.server._index(state, alice).index.paused_at_source_ids) == [5, 7]
-    assert list(service.server._index(state, bob).index.paused_at_source_ids) == []
+    index = service.server._index  # noqa: SLF001  # the INDEX of the seeded sources
+    assert list(index(state, alice).index.paused_at_source_ids) == [5, 7]
+    assert list(index(state, bob).index.paused_at_source_ids) == []
     for c in (client, other):
         await c.ws.close()
 
@@ -394,7 +395,7 @@ async def test_client_that_stops_answering_pings_is_dropped(service: Service) ->
 
     # Bob never answers: after three unanswered PINGs he is dropped, and alice is told so.
     pings = [f for f in bob_client.pending if f.type == T.PING_PONG]
-    while (f := await bob_client._read()) is not None:
+    while (f := await bob_client.read()) is not None:
         if f.type == T.PING_PONG:
             pings.append(f)
     assert bob_client.ws.close_code == 4504
@@ -411,20 +412,10 @@ async def test_client_that_stops_answering_pings_is_dropped(service: Service) ->
 
 
 # --- the events endpoint -----------------------------------------------------------------------
-@pytest.fixture
-async def chime() -> AsyncIterator[EmbeddedChime]:
-    service = EmbeddedChime()
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
-
-
-async def test_event_ingestion_url_accepts_the_sdk_requests(chime: EmbeddedChime) -> None:
-    meeting = chime.registry.create_meeting("tok-events", "events")
-    url = meeting.to_json(*chime.urls())["MediaPlacement"]["EventIngestionUrl"]  # type: ignore[index]
-    assert url == f"{chime.base_url}/events"
+async def test_event_ingestion_url_accepts_the_sdk_requests(embedded: EmbeddedChime) -> None:
+    meeting = embedded.registry.create_meeting("tok-events", "events")
+    url = meeting.to_json(*embedded.urls())["MediaPlacement"]["EventIngestionUrl"]  # type: ignore[index]
+    assert url == f"{embedded.base_url}/events"
     body = '{"metadata": {}, "events": [{"type": "Meet", "v": 1, "payloads": []}]}'
     async with aiohttp.ClientSession() as http:
         # fetch: Bearer join token; the SDK reads a JSON body from an OK answer.
@@ -459,9 +450,13 @@ async def console_line(page: Page, text: str, count: int = 1, limit: float = 20)
 
 
 @pytest.mark.timeout(120)
-async def test_official_client_joins_compressed_with_a_clean_console(chime: EmbeddedChime) -> None:
+@pytest.mark.browser
+@pytest.mark.slow
+async def test_official_client_joins_compressed_with_a_clean_console(
+    embedded: EmbeddedChime,
+) -> None:
     async with Browser() as browser:
-        page = await browser.open(chime.base_url + "/?log=info")
+        page = await browser.open(embedded.base_url + "/?log=info")
         ids = await page.eval("chimedPage.join('conformance', 'alice', {audio: 'silence'})", 40)
         state = await page.eval("chimedPage.waitFor((s) => s.roster.length > 0)", 20)
         assert state["status"] == "started"
@@ -489,10 +484,12 @@ async def test_official_client_joins_compressed_with_a_clean_console(chime: Embe
 
 
 @pytest.mark.timeout(120)
-async def test_official_client_at_video_capacity_goes_view_only(chime: EmbeddedChime) -> None:
-    chime.signaling.video_send_limit = 0
+@pytest.mark.browser
+@pytest.mark.slow
+async def test_official_client_at_video_capacity_goes_view_only(embedded: EmbeddedChime) -> None:
+    embedded.signaling.video_send_limit = 0
     async with Browser() as browser:
-        page = await browser.open(chime.base_url + "/?log=info")
+        page = await browser.open(embedded.base_url + "/?log=info")
         await page.eval("chimedPage.join('view-only', 'alice', {audio: 'silence'})", 40)
         await page.eval("chimedPage.startCamera()", 20)
         # 206 on the SUBSCRIBE_ACK: the SDK drops its local tile and goes on receiving.

@@ -16,9 +16,11 @@ from aiortc.mediastreams import AudioStreamTrack
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
 from chimed.embedded.data_messages import DataMessages, Limits
-from chimed.embedded.registry import Attendee, Meeting, Registry
+from chimed.embedded.meetings import Attendee, Meeting, Registry
 from chimed.embedded.room import Room
-from chimed.embedded.signaling_server import SignalingServer, TurnCredentials, TurnProvider
+from chimed.embedded.service import EmbeddedChime
+from chimed.embedded.signaling_server import SignalingServer, TurnProvider
+from chimed.embedded.turn_server import TurnCredentials
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 
 T = pb.SdkSignalFrame.Type
@@ -81,7 +83,7 @@ class Client:
     async def send(self, f: pb.SdkSignalFrame) -> None:
         await self.ws.send_bytes(bytes([self.type_byte]) + f.SerializePartialToString())
 
-    async def _read(self) -> pb.SdkSignalFrame | None:
+    async def read(self) -> pb.SdkSignalFrame | None:
         msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
         if msg.type != aiohttp.WSMsgType.BINARY:
             return None
@@ -95,7 +97,7 @@ class Client:
             if f.type == kind:
                 return self.pending.pop(i)
         while True:
-            got = await self._read()
+            got = await self.read()
             if got is None:
                 raise AssertionError(f"socket closed ({self.ws.close_code}) awaiting {kind}")
             if got.type == kind:
@@ -104,7 +106,7 @@ class Client:
 
     async def closed(self) -> int | None:
         """Read to the close; the close code."""
-        while await self._read() is not None:
+        while await self.read() is not None:
             pass
         return self.ws.close_code
 
@@ -538,7 +540,7 @@ async def serve_page(
     web_registry: Registry, signaling_registry: Registry
 ) -> AsyncIterator[WebSite]:
     """The meeting page (joining through `web_registry`) and signaling on `signaling_registry`."""
-    from chimed.embedded.web import DIST_DIR, add_web_routes
+    from chimed.embedded.meeting_page import DIST_DIR, add_web_routes
 
     if not (DIST_DIR / "index.html").is_file():
         pytest.fail("the meeting page is not built: run make web")
@@ -562,6 +564,8 @@ async def serve_page(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_web_client_joins_and_sees_itself_present() -> None:
     from tests.browser import Browser
 
@@ -581,6 +585,8 @@ async def test_web_client_joins_and_sees_itself_present() -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_web_client_sees_authentication_rejected() -> None:
     from tests.browser import Browser
 
@@ -600,22 +606,17 @@ async def test_web_client_sees_authentication_rejected() -> None:
 
 
 # --- wired into the embedded service ---------------------------------------------------------
-async def test_embedded_service_serves_signaling_and_stops_cleanly() -> None:
-    from chimed.embedded.service import EmbeddedChime
-
-    chime = EmbeddedChime()
-    await chime.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            svc = Service(chime.registry, chime.signaling, chime.ws_url, http)
-            meeting = svc.meeting()
-            alice = await join_with_media(svc, meeting, "alice")
-            assert alice.sig.attendee is not None
-            me = alice.sig.attendee.attendee_id
-            await wait_for_info(alice.sig, lambda i: any(e.attendee_id == me for e in i))
-            closed = asyncio.create_task(alice.sig.closed())  # answers the server's close
-            await chime.stop()  # ends the session: the socket closes, the peer connection too
-            assert await closed == 1001
-            await alice.pc.close()
-    finally:
-        await chime.stop()
+async def test_embedded_service_serves_signaling_and_stops_cleanly(
+    embedded: EmbeddedChime,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        svc = Service(embedded.registry, embedded.signaling, embedded.ws_url, http)
+        meeting = svc.meeting()
+        alice = await join_with_media(svc, meeting, "alice")
+        assert alice.sig.attendee is not None
+        me = alice.sig.attendee.attendee_id
+        await wait_for_info(alice.sig, lambda i: any(e.attendee_id == me for e in i))
+        closed = asyncio.create_task(alice.sig.closed())  # answers the server's close
+        await embedded.stop()  # ends the session: the socket closes, the peer connection too
+        assert await closed == 1001
+        await alice.pc.close()

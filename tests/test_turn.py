@@ -8,7 +8,7 @@ import fractions
 import json
 import math
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import numpy as np
@@ -18,9 +18,11 @@ from aioice.turn import create_turn_endpoint, make_integrity_key
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
-from chimed.embedded.turn import Addr, TurnRelay, TurnServer
-from chimed.media import fastpath
-from chimed.media.ice import pin_host_addresses, pinned_host_addresses, rtc_configuration
+from chimed.embedded.stun import Addr
+from chimed.embedded.turn_relay import TurnRelay
+from chimed.embedded.turn_server import TurnServer
+from chimed.media import shortcuts
+from chimed.media.ice import rtc_configuration
 
 from tests.browser import Browser
 
@@ -79,7 +81,7 @@ class RawClient(Endpoint):
         self.relayed: list[tuple[bytes, Addr]] = []  # what arrived while awaiting a response
         self.challenges: list[stun.Message] = []
 
-    def _message(self, method: stun.Method, attributes: dict[str, Any]) -> stun.Message:
+    def message(self, method: stun.Method, attributes: dict[str, Any]) -> stun.Message:
         message = stun.Message(method, stun.Class.REQUEST, attributes=dict(attributes))
         if self.key is not None:
             message.attributes["USERNAME"] = self.username
@@ -104,14 +106,14 @@ class RawClient(Endpoint):
     async def request(self, method: stun.Method, **attributes: Any) -> stun.Message:
         """A request signed with the long-term credential, learning realm and nonce on 401/438."""
         attributes = {k.replace("_", "-"): v for k, v in attributes.items()}
-        response = await self.send_request(self._message(method, attributes))
+        response = await self.send_request(self.message(method, attributes))
         if response.error_code in (401, 438) and "NONCE" in response.attributes:
             self.challenges.append(response)
             self.realm = response.attributes.get("REALM", self.realm)
             self.nonce = response.attributes["NONCE"]
             assert self.realm is not None
             self.key = make_integrity_key(self.username, self.realm, self.password)
-            response = await self.send_request(self._message(method, attributes))
+            response = await self.send_request(self.message(method, attributes))
         if response.error_code not in (400, 401, 438):
             assert self.key is not None and response.check_message_integrity(self.key)
         return response
@@ -223,12 +225,14 @@ async def test_aioice_client_relays_to_a_loopback_peer_and_back(
     assert relay.allocations == 0 and relay.relay_sockets == 0
 
 
+@pytest.mark.slow
 async def test_inline_channel_sends_stay_in_order_across_binding_and_refresh(
     relay: TurnRelay, peer: Endpoint
 ) -> None:
     """chimed's TURN send shortcut (chimed.media.fastpath): a burst sent before the channel is
     bound, then sends across channel refreshes (aioice's path again) all arrive, in order."""
-    fastpath.install()
+    shortcuts.install()
+    assert shortcuts.engaged("turn_inline_send")
     creds = relay.issue_credentials("attendee-order")
     transport, receiver = await create_turn_endpoint(
         Receiver,
@@ -438,7 +442,7 @@ async def test_allocate_errors(relay: TurnRelay, raw: RawClient) -> None:
     assert response.check_message_integrity(raw.key)
     assert relay.allocations == 0
 
-    first = raw._message(stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": UDP})
+    first = raw.message(stun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": UDP})
     response = await raw.send_request(first)
     assert response.message_class == stun.Class.RESPONSE
     # A retransmission gets the same answer; a new Allocate on the same 5-tuple is a mismatch.
@@ -457,6 +461,7 @@ async def test_allocate_errors(relay: TurnRelay, raw: RawClient) -> None:
     assert response.error_code == 441
 
 
+@pytest.mark.slow
 async def test_an_allocation_expires_without_refresh() -> None:
     relay = TurnRelay(default_lifetime=1)
     await relay.start()
@@ -587,7 +592,7 @@ def test_permissions_channels_and_allocations_expire() -> None:
 # --- two aiortc peer connections, relay-only, through the relay -----------------------------------
 
 
-class ToneTrack(MediaStreamTrack):  # type: ignore[misc]
+class ToneTrack(MediaStreamTrack):
     """A 440 Hz tone in 20 ms frames of 48 kHz mono s16, paced like a microphone."""
 
     kind = "audio"
@@ -614,14 +619,7 @@ class ToneTrack(MediaStreamTrack):  # type: ignore[misc]
         return frame
 
 
-@pytest.fixture
-def loopback_only() -> Iterator[None]:
-    before = pinned_host_addresses()
-    pin_host_addresses(["127.0.0.1"])
-    yield
-    pin_host_addresses(before)
-
-
+@pytest.mark.slow
 async def test_two_aiortc_peers_carry_audio_through_the_relay(
     relay: TurnRelay, loopback_only: None
 ) -> None:
@@ -712,6 +710,8 @@ BROWSER_STATS = """(async () => {
 })()"""
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_chromium_and_aiortc_carry_audio_through_the_relay(
     relay: TurnRelay, loopback_only: None
 ) -> None:

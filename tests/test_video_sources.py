@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 from chime.v1 import types_pb2, video_pb2
-from chimed.devices import video_registry
+from chimed.devices import video_ids, video_listing, video_opening
 from chimed.devices.video_font import text_mask
 from chimed.devices.video_inputs import (
     FileSource,
@@ -221,8 +221,9 @@ def xvfb() -> Iterator[Display]:
         process.wait(10)
 
 
+@pytest.mark.xvfb
 async def test_screen_source_captures_the_display(xvfb: Display) -> None:
-    source = video_registry.open_video_input(f"x11:{xvfb.name}?fps=10")
+    source = video_opening.open_video_input(f"x11:{xvfb.name}?fps=10")
     assert isinstance(source, ScreenSource)
     assert source.wait_first(10)
     frames = await take(source, 2)
@@ -230,10 +231,11 @@ async def test_screen_source_captures_the_display(xvfb: Display) -> None:
     assert [(f.width, f.height) for f in frames] == [(320, 240)] * 2
     rgb = frames[1].to_ndarray(format="rgb24")
     assert rgb[..., 0].min() > 230 and rgb[..., 1:].max() < 25
-    ids = [d.id for d in video_registry.video_devices()]
+    ids = [d.id for d in video_listing.video_devices()]
     assert f"x11:{xvfb.name}" in ids
 
 
+@pytest.mark.xvfb
 async def test_screen_source_crops_to_a_size(xvfb: Display) -> None:
     source = ScreenSource(xvfb.name, fps=10, size=(160, 120))
     frame = (await take(source, 1))[0]
@@ -241,6 +243,7 @@ async def test_screen_source_crops_to_a_size(xvfb: Display) -> None:
     assert (frame.width, frame.height) == (160, 120)
 
 
+@pytest.mark.xvfb
 async def test_screen_source_ends_when_the_server_goes(xvfb: Display) -> None:
     source = ScreenSource(xvfb.name, fps=10)
     assert source.wait_first(10)
@@ -256,14 +259,14 @@ async def test_screen_source_ends_when_the_server_goes(xvfb: Display) -> None:
 
 def test_screen_source_without_a_server() -> None:
     with pytest.raises(NotFound, match="x11grab"):
-        video_registry.open_video_input("x11::4095")
+        video_opening.open_video_input("x11::4095")
 
 
 # --- ids and listing ---------------------------------------------------------------------------
 
 
 def test_parse_video_device_ids() -> None:
-    parse = video_registry.parse
+    parse = video_ids.parse
     pattern = parse("virtual:pattern")
     assert (pattern.width, pattern.height, pattern.fps) == (640, 480, 15)
     assert parse("virtual:pattern?width=320&height=180&fps=30").width == 320
@@ -297,29 +300,29 @@ def test_parse_video_device_ids() -> None:
 )
 def test_bad_video_device_ids(device_id: str, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
-        video_registry.open_video_input(device_id)
+        video_opening.open_video_input(device_id)
 
 
 def test_v4l2_camera_that_is_not_there() -> None:
     with pytest.raises(NotFound, match="no camera at /dev/video9: the device does not exist"):
-        video_registry.open_video_input("v4l2:/dev/video9?fps=30")
+        video_opening.open_video_input("v4l2:/dev/video9?fps=30")
     # A device node that is no camera gets as far as FFmpeg's V4L2 input, which refuses it.
     with pytest.raises(NotFound, match="cannot open video4linux2 device '/dev/null'"):
-        video_registry.open_video_input("v4l2:/dev/null")
+        video_opening.open_video_input("v4l2:/dev/null")
 
 
 async def test_open_virtual_sources(tmp_path: Path) -> None:
     path = tmp_path / "clip.webm"
     write_video(path, 2, size=(64, 48))
-    pattern = video_registry.open_video_input("virtual:pattern?width=64&height=48", label="x")
+    pattern = video_opening.open_video_input("virtual:pattern?width=64&height=48", label="x")
     assert isinstance(pattern, PatternSource) and pattern.label == "x"
-    clip = video_registry.open_video_input(f"virtual:file?path={path}&loop=1")
+    clip = video_opening.open_video_input(f"virtual:file?path={path}&loop=1")
     assert isinstance(clip, FileSource) and clip.loop
-    frames = video_registry.open_video_input("virtual:frames?width=64&height=48&fps=5")
+    frames = video_opening.open_video_input("virtual:frames?width=64&height=48&fps=5")
     assert isinstance(frames, FramesSource) and frames.fps == 5
-    assert not video_registry.blocks("virtual:pattern?width=64&height=48")
+    assert not video_opening.blocks("virtual:pattern?width=64&height=48")
     assert all(
-        map(video_registry.blocks, ("x11::0", "v4l2:/dev/video0", f"virtual:file?path={path}"))
+        map(video_opening.blocks, ("x11::0", "v4l2:/dev/video0", f"virtual:file?path={path}"))
     )
     for source in (pattern, clip, frames):
         frame = await source.recv()
@@ -328,11 +331,11 @@ async def test_open_virtual_sources(tmp_path: Path) -> None:
 
 
 def test_video_devices_list_the_virtual_sources() -> None:
-    devices = {d.id: d for d in video_registry.video_devices()}
+    devices = {d.id: d for d in video_listing.video_devices()}
     for name in ("pattern", "file", "frames"):
         device = devices[f"virtual:{name}"]
         assert device.virtual and device.kind == types_pb2.MEDIA_KIND_VIDEO
         assert device.direction == types_pb2.DEVICE_DIRECTION_INPUT
     cameras = [d for d in devices.values() if d.id.startswith("v4l2:")]
     assert all(d.type == types_pb2.MEDIA_DEVICE_TYPE_VIDEO_EXTERNAL_CAMERA for d in cameras)
-    assert len(cameras) == len(video_registry.cameras())
+    assert len(cameras) == len(video_listing.cameras())

@@ -12,10 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from chimed.embedded import signaling_server
-from chimed.embedded.registry import Registry
+from chimed.embedded.meeting_page import DIST_DIR, add_web_routes
+from chimed.embedded.meetings import Registry
 from chimed.embedded.service import EmbeddedChime
-from chimed.embedded.web import DIST_DIR, add_web_routes
 
 from tests.browser import Browser
 
@@ -39,28 +38,16 @@ class Site:
 
 @pytest.fixture
 def dist() -> Path:
+    """The built page: what the browser tests load (POST /app/join works without it)."""
     if not (DIST_DIR / "index.html").is_file():
         pytest.fail("the meeting page is not built: run make web")
     return DIST_DIR
 
 
 @pytest.fixture
-async def service(dist: Path) -> AsyncIterator[EmbeddedChime]:
-    """The embedded service with its signaling server (unless the service already has one)."""
-    chime = EmbeddedChime()
-    if not any(r.canonical == "/control/{meeting_id}" for r in chime.app.router.resources()):
-        signaling_server.install(chime)
-    await chime.start()
-    try:
-        yield chime
-    finally:
-        await chime.stop()
-
-
-@pytest.fixture
-async def site(service: EmbeddedChime) -> AsyncIterator[Site]:
+async def site(embedded: EmbeddedChime) -> AsyncIterator[Site]:
     async with aiohttp.ClientSession() as http:
-        yield Site(service.registry, service.base_url, http)
+        yield Site(embedded.registry, embedded.base_url, http)
 
 
 async def _serve(dist_dir: Path) -> AsyncIterator[Site]:
@@ -83,20 +70,20 @@ async def _serve(dist_dir: Path) -> AsyncIterator[Site]:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+async def browser(dist: Path) -> AsyncIterator[Browser]:
     async with Browser() as b:
         yield b
 
 
 # --- POST /app/join ------------------------------------------------------------------------------
-async def test_join_creates_meeting_and_attendee(site: Site, service: EmbeddedChime) -> None:
+async def test_join_creates_meeting_and_attendee(site: Site, embedded: EmbeddedChime) -> None:
     status, body = await site.join({"meeting": "standup", "name": "alice"})
     assert status == 200
     meeting, attendee = body["Meeting"], body["Attendee"]
     meeting_id = meeting["MeetingId"]
     assert meeting["ExternalMeetingId"] == "standup"
-    assert meeting["MediaPlacement"]["SignalingUrl"] == f"{service.ws_url}/control/{meeting_id}"
-    assert meeting["MediaPlacement"]["TurnControlUrl"] == service.turn_url
+    assert meeting["MediaPlacement"]["SignalingUrl"] == f"{embedded.ws_url}/control/{meeting_id}"
+    assert meeting["MediaPlacement"]["TurnControlUrl"] == embedded.turn_url
     assert attendee["ExternalUserId"] == "alice"
     # The join token the page hands to the SDK is the one signaling will authenticate.
     admitted = site.registry.authenticate(meeting_id, attendee["JoinToken"])
@@ -142,7 +129,8 @@ async def test_join_rejects_bad_requests(site: Site, body: Any, expected: str) -
 
 
 # --- static files --------------------------------------------------------------------------------
-async def test_page_and_assets_are_served(site: Site) -> None:
+@pytest.mark.browser  # no browser, but the page built by `make web`
+async def test_page_and_assets_are_served(site: Site, dist: Path) -> None:
     async with site.http.get(f"{site.base_url}/") as response:
         assert response.status == 200
         assert response.content_type == "text/html"
@@ -166,6 +154,8 @@ async def test_unbuilt_page_answers_503(tmp_path: Path) -> None:
 
 
 # --- in the browser ------------------------------------------------------------------------------
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_page_loads_the_sdk_in_chromium(site: Site, browser: Browser) -> None:
     page = await browser.open(site.base_url + "/")
     assert await page.eval("typeof window.chimedPage") == "object"
@@ -178,6 +168,8 @@ async def test_page_loads_the_sdk_in_chromium(site: Site, browser: Browser) -> N
     assert page.errors() == []
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_page_reports_rejected_join(site: Site, browser: Browser) -> None:
     page = await browser.open(site.base_url + "/")
     error = await page.eval("chimedPage.join('x', 'alice').then(() => null, (e) => e.message)")
@@ -188,6 +180,8 @@ async def test_page_reports_rejected_join(site: Site, browser: Browser) -> None:
     assert site.registry.meetings == {}
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_page_join_form_creates_attendee_and_starts_the_sdk(
     site: Site, browser: Browser
 ) -> None:
@@ -206,6 +200,8 @@ async def test_page_join_form_creates_attendee_and_starts_the_sdk(
     assert await page.eval("chimedPage.session") is None
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 async def test_browser_joins_through_the_signaling_server(site: Site, browser: Browser) -> None:
     """The SDK opens the signaling WebSocket with the join token from /app/join and sends JOIN;
     it reports the session started only after the server's JOIN_ACK and SUBSCRIBE_ACK."""

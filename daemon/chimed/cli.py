@@ -9,12 +9,19 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from chimed import __version__
+from chimed.config import (
+    DEFAULT_OPUS_COMPLEXITY,
+    DaemonConfig,
+    EmbeddedConfig,
+    MediaConfig,
+    default_socket_path,
+    media_for,
+)
 from chimed.errors import ChimedError
-from chimed.media import opus
-from chimed.media.opus import DEFAULT_COMPLEXITY
-from chimed.server.app import Daemon, DaemonConfig, default_socket_path
+from chimed.server.app import Daemon
 
 log = logging.getLogger("chimed")
 
@@ -55,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--opus-complexity",
         type=int,
-        default=DEFAULT_COMPLEXITY,
+        default=DEFAULT_OPUS_COMPLEXITY,
         metavar="0-10",
         help="libopus complexity of the audio chimed sends (default %(default)s; lower costs "
         "less CPU per speaking session, higher sounds slightly better)",
@@ -82,7 +89,15 @@ async def _run_until_signal(
     await stop()
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _media(args: argparse.Namespace) -> MediaConfig:
+    """The sessions' media: the control plane's defaults, with --opus-complexity and
+    --ice-host; ValueError for a value out of range."""
+    media = media_for(args.control_plane)
+    hosts = tuple(args.ice_host) if args.ice_host else media.ice_host_addresses
+    return replace(media, opus_complexity=args.opus_complexity, ice_host_addresses=hosts)
+
+
+async def _serve(args: argparse.Namespace, media: MediaConfig) -> None:
     config = DaemonConfig(
         socket_path=args.socket,
         listen=args.listen,
@@ -91,8 +106,8 @@ async def _serve(args: argparse.Namespace) -> None:
         token=args.token,
         control_plane=args.control_plane,
         region=args.region,
-        embedded_port=args.embedded_port,
-        ice_host_addresses=args.ice_host,
+        embedded=EmbeddedConfig(port=args.embedded_port),
+        media=media,
     )
     daemon = Daemon(config)
 
@@ -112,10 +127,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 async def _embedded(args: argparse.Namespace) -> None:
     from chimed.embedded.service import EmbeddedChime
-    from chimed.media.ice import pin_host_addresses
 
-    pin_host_addresses(["127.0.0.1"])
-    service = EmbeddedChime(host=args.host, port=args.port)
+    service = EmbeddedChime.from_config(EmbeddedConfig(host=args.host, port=args.port))
 
     async def start() -> None:
         await service.start()
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print("chimed: --token-file is empty", file=sys.stderr)
             return 2
     try:
-        opus.set_complexity(args.opus_complexity)
+        media = _media(args)
     except ValueError as e:
         print(f"chimed: --opus-complexity: {e}", file=sys.stderr)
         return 2
@@ -150,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("aiohttp", "aioice", "aiortc", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     try:
-        asyncio.run(_embedded(args) if args.command == "embedded" else _serve(args))
+        asyncio.run(_embedded(args) if args.command == "embedded" else _serve(args, media))
     except ChimedError as e:
         print(f"chimed: {e.message}", file=sys.stderr)
         return 2

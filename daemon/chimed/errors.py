@@ -1,57 +1,66 @@
-"""Errors of chimed's core, each bound to the gRPC status the API answers with.
+"""The errors chimed's core raises for the caller, one class per kind of answer.
 
-The core raises these; the gRPC layer maps them in one place (server/errors.py). Messages are
-written for the caller: they say what was wrong and with which field.
+The core knows no transport: server/errors.py maps these classes to gRPC status codes in one
+place. Anything else that escapes a call (a bare ValueError, KeyError...) is a bug and reaches
+the caller as INTERNAL. Messages are written for the caller: they say what was wrong and with
+which field. InvalidArgument and NotFound are also ValueError and LookupError, so code that
+validates with the standard exceptions' meaning keeps reading naturally.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class ChimedError(Exception):
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class InvalidArgument(ChimedError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+class InvalidArgument(ChimedError, ValueError):
+    """The request is wrong whatever the state: a bad value, a missing field."""
 
 
-class NotFound(ChimedError):
-    code = grpc.StatusCode.NOT_FOUND
+class NotFound(ChimedError, LookupError):
+    """What the request names does not exist (a session, a device, a meeting)."""
 
 
 class AlreadyExists(ChimedError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    pass
 
 
 class FailedPrecondition(ChimedError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class Unavailable(ChimedError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class Unimplemented(ChimedError):
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-class PermissionDenied(ChimedError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class Unauthenticated(ChimedError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    """The request is fine but the state does not allow it (e.g. the session is not running)."""
 
 
 class ResourceExhausted(ChimedError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    pass
+
+
+class Unavailable(ChimedError):
+    pass
+
+
+class Unimplemented(ChimedError):
+    pass
+
+
+class PermissionDenied(ChimedError):
+    pass
+
+
+class Unauthenticated(ChimedError):
+    pass
 
 
 class DeadlineExceeded(ChimedError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    pass
+
+
+class Internal(ChimedError):
+    """A failure that is not the caller's, reported with a message (e.g. AWS's ServiceFailure)."""
+
+
+def require(value: str, name: str) -> None:
+    """A request field that must be set."""
+    if not value:
+        raise InvalidArgument(f"{name} is missing")

@@ -27,12 +27,11 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from chimed.devices import portaudio
 from chimed.devices.pcm import (
-    FRAME_SAMPLES,
     MAX_FEED_RATE,
     MIN_FEED_RATE,
-    SAMPLE_RATE,
     Chunk,
     Pacer,
     Resampler,
@@ -43,11 +42,12 @@ from chimed.devices.pcm import (
     pcm_frame,
     silence,
 )
+from chimed.errors import InvalidArgument
 
 MAX_LAG_S = 0.2  # a consumer this late restarts its schedule instead of bursting
 
 
-class AudioInput(MediaStreamTrack):  # type: ignore[misc]
+class AudioInput(MediaStreamTrack):
     """Base of the input tracks: pacing and framing. Subclasses supply 960 samples a call
     (`_next_samples`, or `_next_chunk` for bytes), or override read() to pace themselves."""
 
@@ -129,9 +129,9 @@ class ToneInput(AudioInput):
         self, frequency_hz: float = 440.0, level_dbfs: float = -20.0, channels: int = 1
     ) -> None:
         if not 0 < frequency_hz < SAMPLE_RATE / 2:
-            raise ValueError(f"tone frequency must be between 0 and {SAMPLE_RATE // 2} Hz")
+            raise InvalidArgument(f"tone frequency must be between 0 and {SAMPLE_RATE // 2} Hz")
         if not -120 <= level_dbfs <= 0:
-            raise ValueError("tone level must be between -120 and 0 dBFS")
+            raise InvalidArgument("tone level must be between -120 and 0 dBFS")
         super().__init__(channels)
         self.frequency_hz = frequency_hz
         self.level_dbfs = level_dbfs
@@ -162,10 +162,10 @@ def _open_container(path: str) -> Any:
     try:
         container = av.open(path, mode="r")
     except (av.FFmpegError, OSError) as exc:
-        raise ValueError(f"cannot decode audio file {path!r}: {exc}") from exc
+        raise InvalidArgument(f"cannot decode audio file {path!r}: {exc}") from exc
     if not container.streams.audio:
         container.close()
-        raise ValueError(f"cannot decode audio file {path!r}: it has no audio stream")
+        raise InvalidArgument(f"cannot decode audio file {path!r}: it has no audio stream")
     return container
 
 
@@ -192,7 +192,7 @@ class FileInput(AudioInput):
         self._decode_until(1)
         if not len(self._pending) and self.finished:
             self._close()
-            raise ValueError(f"cannot decode audio file {self.path!r}: no audio samples")
+            raise InvalidArgument(f"cannot decode audio file {self.path!r}: no audio samples")
 
     def _decode_until(self, wanted: int) -> None:
         parts = [self._pending]
@@ -212,7 +212,7 @@ class FileInput(AudioInput):
                 continue
             except (av.FFmpegError, OSError) as exc:
                 self._close()
-                raise ValueError(f"cannot decode audio file {self.path!r}: {exc}") from exc
+                raise InvalidArgument(f"cannot decode audio file {self.path!r}: {exc}") from exc
             chunk = self._resampler.convert_frame(frame)
             parts.append(chunk)
             have += len(chunk)
@@ -288,25 +288,27 @@ class PcmFeedInput(AudioInput):
         return len(self._ring) * 1000 / SAMPLE_RATE
 
     def feed(self, pcm: bytes, sample_rate: int, channels: int) -> None:
-        """Queue one chunk; raises ValueError (saying what is wrong) for a malformed chunk."""
+        """Queue one chunk; raises InvalidArgument (saying what is wrong) for a malformed chunk."""
         if not isinstance(pcm, bytes | bytearray | memoryview):
-            raise ValueError(f"pcm must be bytes, got {type(pcm).__name__}")
+            raise InvalidArgument(f"pcm must be bytes, got {type(pcm).__name__}")
         if not MIN_FEED_RATE <= sample_rate <= MAX_FEED_RATE:
-            raise ValueError(
+            raise InvalidArgument(
                 f"sample_rate {sample_rate} Hz is outside {MIN_FEED_RATE}-{MAX_FEED_RATE} Hz"
             )
         if channels not in (1, 2):
-            raise ValueError(f"channels must be 1 or 2, got {channels}")
+            raise InvalidArgument(f"channels must be 1 or 2, got {channels}")
         size = len(pcm)
         if size % 2:
-            raise ValueError(f"pcm chunk has an odd byte count ({size}); s16le samples are 2 bytes")
+            raise InvalidArgument(
+                f"pcm chunk has an odd byte count ({size}); s16le samples are 2 bytes"
+            )
         if size % (2 * channels):
-            raise ValueError(
+            raise InvalidArgument(
                 f"pcm chunk of {size} bytes is not a whole number of {channels}-channel frames "
                 f"({2 * channels} bytes each)"
             )
         if self.readyState != "live":
-            raise ValueError("the PCM input has been stopped")
+            raise InvalidArgument("the PCM input has been stopped")
         if not size:
             return
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16).reshape(-1, channels)

@@ -19,17 +19,18 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from chimed.audio_format import SAMPLE_RATE
 from chimed.devices import portaudio
 from chimed.devices.pcm import (
     MAX_FEED_RATE,
     MIN_FEED_RATE,
-    SAMPLE_RATE,
     Resampler,
     SampleRing,
     Samples,
     layout_name,
     silence,
 )
+from chimed.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class WavRecorder(AudioOutput):
         try:
             self._file: Any = wave.open(self.path, "wb")
         except OSError as exc:
-            raise ValueError(f"cannot write WAV file {self.path!r}: {exc.strerror}") from exc
+            raise InvalidArgument(f"cannot write WAV file {self.path!r}: {exc.strerror}") from exc
         self._file.setnchannels(channels)
         self._file.setsampwidth(2)
         self._file.setframerate(SAMPLE_RATE)
@@ -152,7 +153,7 @@ class PcmFeedOutput(AudioOutput):
         self, sample_rate: int = SAMPLE_RATE, channels: int = 1, max_buffer_ms: int = 1000
     ) -> None:
         if not MIN_FEED_RATE <= sample_rate <= MAX_FEED_RATE:
-            raise ValueError(
+            raise InvalidArgument(
                 f"sample_rate {sample_rate} Hz is outside {MIN_FEED_RATE}-{MAX_FEED_RATE} Hz"
             )
         super().__init__(sample_rate, channels)

@@ -9,7 +9,6 @@ Samples move between modules as int16 numpy arrays shaped (samples, channels).
 from __future__ import annotations
 
 import asyncio
-import fractions
 import math
 import threading
 import time
@@ -19,9 +18,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms at 48 kHz
-TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE, TIME_BASE
+
 MIN_FEED_RATE = 8000
 MAX_FEED_RATE = 192000
 

@@ -1,4 +1,4 @@
-"""PortAudio (sounddevice) access shared by the hardware devices and the registry.
+"""PortAudio (sounddevice) access shared by the hardware devices and the openers (opening.py).
 
 PortAudio enumerates devices once, in Pa_Initialize, and keeps that list until Pa_Terminate;
 re-initializing while a stream is open invalidates the stream. So this process never
@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from chimed.devices.pcm import FRAME_SAMPLES, SAMPLE_RATE
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
+from chimed.errors import InvalidArgument
 
 T = TypeVar("T")
 
@@ -46,6 +47,18 @@ def _sd() -> Any:
     import sounddevice
 
     return sounddevice
+
+
+# sounddevice has no public call for these; its documentation gives the private pair as the
+# way to re-enumerate devices (PortAudio lists them once, in Pa_Initialize).
+def terminate() -> None:
+    """Pa_Terminate: PortAudio lets go of its streams and device list."""
+    _sd()._terminate()  # noqa: SLF001
+
+
+def initialize() -> None:
+    """Pa_Initialize: PortAudio enumerates the devices anew."""
+    _sd()._initialize()  # noqa: SLF001
 
 
 _open_streams = 0
@@ -83,7 +96,7 @@ def open_started(
     label: str,
 ) -> Any:
     """Open and start a 48 kHz s16 stream in 20 ms blocks ("input" or "output"), counted as
-    open; a PortAudio failure becomes a ValueError naming the device."""
+    open; a PortAudio failure becomes an InvalidArgument naming the device."""
     sd = _sd()
     stream_type = sd.InputStream if direction == "input" else sd.OutputStream
 
@@ -107,7 +120,7 @@ def open_started(
     try:
         return open_stream(factory, env)
     except sd.PortAudioError as exc:
-        raise ValueError(f"cannot open audio {direction} {label}: {exc}") from exc
+        raise InvalidArgument(f"cannot open audio {direction} {label}: {exc}") from exc
 
 
 def close_stream(stream: Any) -> None:
@@ -177,9 +190,8 @@ def refresh_if_idle() -> bool:
     with _lock:
         if _open_streams:
             return False
-        sd = _sd()
-        sd._terminate()
-        sd._initialize()
+        terminate()
+        initialize()
         return True
 
 

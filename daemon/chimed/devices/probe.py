@@ -16,6 +16,8 @@ import subprocess
 import sys
 from typing import Any
 
+from chimed.devices import portaudio as pa
+
 
 def _pulse(kind: str) -> list[dict[str, str]]:
     result = subprocess.run(
@@ -36,8 +38,8 @@ def _pulse(kind: str) -> list[dict[str, str]]:
 def snapshot() -> dict[str, Any]:
     import sounddevice as sd
 
-    sd._terminate()
-    sd._initialize()
+    pa.terminate()
+    pa.initialize()
     apis = sd.query_hostapis()
     portaudio = [
         {

@@ -82,7 +82,7 @@ def i420_frame(y: Plane, u: Plane, v: Plane) -> av.VideoFrame:
     return frame
 
 
-class VideoInput(MediaStreamTrack):  # type: ignore[misc]
+class VideoInput(MediaStreamTrack):
     """Base of the video sources: pacing and timestamps. Subclasses supply `_next_frame()`, or
     `_next()` when getting the picture may wait."""
 

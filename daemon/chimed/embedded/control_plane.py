@@ -23,7 +23,7 @@ from aiohttp import web
 from botocore.loaders import create_loader
 from botocore.model import ListShape, ServiceModel, Shape, StringShape, StructureShape
 
-from chimed.embedded.registry import (
+from chimed.embedded.meetings import (
     Attendee,
     Capabilities,
     Meeting,
@@ -62,7 +62,6 @@ MEDIA_REGIONS = frozenset(
     }
 )
 DEFAULT_MAX_RESULTS = 10
-_SENDS = ("SendReceive", "Send")
 _RECEIVES = ("SendReceive", "Receive")
 
 # (base_url, ws_url, turn_url) as Meeting.to_json takes them; asked per request because the

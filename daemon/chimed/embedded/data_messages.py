@@ -12,16 +12,15 @@ attendees who join later.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
 
 from chime.signaling import signaling_pb2
 
+from chimed.signaling.data_limits import MAX_DATA_BYTES, valid_topic
+
 Payload = signaling_pb2.SdkDataMessagePayload
 
-TOPIC_RE = re.compile(r"^[a-zA-Z0-9_-]{1,36}$")
-MAX_DATA_BYTES = 2048
 MAX_BUFFERED = 1024
 MAX_LIFETIME_NS = 5 * 60 * 1_000_000_000
 
@@ -63,7 +62,7 @@ class IngestResult:
 
 
 def is_valid(message: Payload) -> bool:
-    return bool(TOPIC_RE.match(message.topic)) and len(message.data) <= MAX_DATA_BYTES
+    return valid_topic(message.topic) and len(message.data) <= MAX_DATA_BYTES
 
 
 class DataMessages:

@@ -7,9 +7,9 @@ the attendee present) and pushed to the meeting's mixer; the attendee receives o
 inactive until video forwarding exists.
 
 The mixer is the seam for real mixing: `Mixer.push` takes a speaker's decoded frames,
-`Mixer.pull` gives a listener's next chunk of PCM (chimed.embedded.mixer.AudioMixer; the
-`SilenceMixer` stand-in hears nothing). Every `metadata_interval` the meeting's speaker levels
-and receivers' packet loss become AUDIO_METADATA attendee states, handed to `on_audio_metadata`.
+`Mixer.pull` gives a listener's next chunk of PCM (chimed.embedded.mixer.AudioMixer). Every
+`metadata_interval` the meeting's speaker levels and receivers' packet loss become
+AUDIO_METADATA attendee states, handed to `on_audio_metadata`.
 """
 
 from __future__ import annotations
@@ -30,19 +30,18 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
 
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
+from chimed.config import LOOPBACK_MEDIA, MediaConfig
 from chimed.embedded.audio_levels import MetadataTracker
 from chimed.embedded.mixer import AudioMixer
 from chimed.embedded.opus_out import OpusStream, SharedOpus
-from chimed.media import jitter
+from chimed.media import shortcuts
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import OPUS_SILENCE, first_audio_codec
 from chimed.media.opus import packet as opus_packet
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48000
-PTIME = 0.020
-SAMPLES_PER_FRAME = int(SAMPLE_RATE * PTIME)
 METADATA_INTERVAL = 0.2  # the real service sends AUDIO_METADATA every 100-200 ms
 
 # (meeting id, attendee states): one AUDIO_METADATA frame's content for the whole meeting.
@@ -71,36 +70,15 @@ class Mixer(Protocol):
         ...
 
 
-class SilenceMixer:
-    """Hears nothing, says nothing: the stand-in until real mixing lands."""
-
-    def push(self, speaker: int, frame: AudioFrame) -> None:
-        pass
-
-    def pull(self, listener: int, samples: int) -> bytes | None:
-        return None
-
-    def remove(self, stream_id: int) -> None:
-        pass
-
-    def set_muted(self, stream_id: int, muted: bool) -> None:
-        pass
-
-    def take_levels(self) -> dict[int, float]:
-        return {}
-
-    def is_shared(self, pcm: bytes) -> bool:
-        return False
-
-
-class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
+class ListenerTrack(MediaStreamTrack):
     """What one attendee hears: every 20 ms, its chunk from the meeting mixer."""
 
     kind = "audio"
 
-    def __init__(self, mixer: Mixer, listener: int) -> None:
+    def __init__(self, mixer: Mixer, listener: int, complexity: int) -> None:
         super().__init__()
         self._mixer = mixer
+        self._complexity = complexity  # of its own encoder (libopus, 0-10)
         self._listener = listener
         self._start: float | None = None
         self._pts = 0
@@ -116,11 +94,11 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
         if self._start is None:
             self._start = time.monotonic()
         else:
-            self._pts += SAMPLES_PER_FRAME
+            self._pts += FRAME_SAMPLES
             delay = self._start + self._pts / SAMPLE_RATE - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        pcm = self._mixer.pull(self._listener, SAMPLES_PER_FRAME)
+        pcm = self._mixer.pull(self._listener, FRAME_SAMPLES)
         if self.opus is not None:
             last = self._last
             if pcm is None:
@@ -130,11 +108,11 @@ class ListenerTrack(MediaStreamTrack):  # type: ignore[misc]
                 self._last = "shared"
                 return opus_packet(self.opus.encode(pcm, last == "silence"), self._pts)
             if self._own is None:
-                self._own = OpusStream()
+                self._own = OpusStream(self._complexity)
             self._last = "own"  # its encoder's state is stale unless it made the last packet
             return opus_packet(self._own.encode(pcm, last != "own"), self._pts)
-        frame = AudioFrame(format="s16", layout="mono", samples=SAMPLES_PER_FRAME)
-        frame.planes[0].update(pcm if pcm is not None else bytes(SAMPLES_PER_FRAME * 2))
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(pcm if pcm is not None else bytes(FRAME_SAMPLES * 2))
         frame.pts = self._pts
         frame.sample_rate = SAMPLE_RATE
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
@@ -181,10 +159,10 @@ class MediaServer:
         configuration: Callable[[], RTCConfiguration] = rtc_configuration,
         mixer_factory: Callable[[str], Mixer] = lambda _meeting_id: AudioMixer(),
         metadata_interval: float = METADATA_INTERVAL,
-        jitter_depth: int | None = jitter.LOOPBACK_DEPTH,
+        media: MediaConfig = LOOPBACK_MEDIA,
     ) -> None:
         self._configuration = configuration
-        self.jitter_depth = jitter_depth  # packets; None: aiortc's own receive buffer
+        self.media = media  # its peers' ICE settings, jitter depth and Opus complexity
         self.mixer_factory = mixer_factory
         self.metadata_interval = metadata_interval
         self.on_audio_metadata: MetadataSink | None = None
@@ -199,6 +177,10 @@ class MediaServer:
         if mixer is None:
             mixer = self._mixers[meeting_id] = self.mixer_factory(meeting_id)
         return mixer
+
+    def peer_connections(self, meeting_id: str) -> list[RTCPeerConnection]:
+        """The peer connections answering the meeting's attendee sessions."""
+        return [peer.pc for (meeting, _), peer in self._peers.items() if meeting == meeting_id]
 
     def set_muted(self, meeting_id: str, stream_id: int, muted: bool) -> None:
         """Mute state for the mix (signaling knows it); a meeting without media ignores it."""
@@ -226,10 +208,14 @@ class MediaServer:
         try:
             await peer.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             self._attach(peer)
+            shortcuts.configure_ice(peer.pc, self.media)  # transports made, not yet gathering
             await peer.pc.setLocalDescription(await peer.pc.createAnswer())
             if peer.outgoing is not None:  # the sender takes packets only for Opus
                 opus = first_audio_codec(peer.pc.localDescription.sdp) == "opus"
-                shared = self._shared_opus.setdefault(meeting_id, SharedOpus())
+                shared = self._shared_opus.get(meeting_id)
+                if shared is None:
+                    shared = SharedOpus(self.media.opus_complexity)
+                    self._shared_opus[meeting_id] = shared
                 peer.outgoing.opus = shared if opus else None
         except Exception:
             await self.close_peer(meeting_id, stream_id)
@@ -243,13 +229,15 @@ class MediaServer:
             if transceiver.kind == "audio" and not audio_done:
                 audio_done = True
                 if peer.outgoing is None:
-                    peer.outgoing = ListenerTrack(self.mixer(peer.meeting_id), peer.stream_id)
+                    mixer = self.mixer(peer.meeting_id)
+                    complexity = self.media.opus_complexity
+                    peer.outgoing = ListenerTrack(mixer, peer.stream_id, complexity)
                 if transceiver.sender.track is None:
                     transceiver.sender.replaceTrack(peer.outgoing)
                 transceiver.direction = "sendrecv"
                 if transceiver not in peer.shallow:  # before its first packet, once
                     peer.shallow.add(transceiver)
-                    jitter.install(transceiver.receiver, self.jitter_depth)
+                    shortcuts.shallow_jitter(transceiver.receiver, self.media.jitter_depth)
             elif transceiver.sender.track is None:
                 transceiver.direction = "inactive"
 

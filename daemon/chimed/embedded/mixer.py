@@ -22,10 +22,9 @@ import numpy as np
 import numpy.typing as npt
 from av import AudioFrame, AudioResampler
 
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
 from chimed.embedded.audio_levels import LevelMeter
 
-SAMPLE_RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms
 PRIME_FRAMES = 1  # a speaker plays once this much is buffered (again after an underrun)
 MAX_FRAMES = 5  # beyond this the oldest audio is dropped: latency stays bounded
 TRIM_TICKS = 50  # audio buffered through this many ticks (1 s) in a row is dropped as delay

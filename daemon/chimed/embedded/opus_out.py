@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from chimed.media.opus import OPUS_SILENCE, new_encoder
+from chimed.media.opus import DEFAULT_COMPLEXITY, OPUS_SILENCE, new_encoder
 
 
 class OpusStream:
@@ -24,8 +24,8 @@ class OpusStream:
     packets would decode ramped down for a frame or two (20-40 ms of onset lost). `encode(pcm,
     after_silence=True)` starts from a reset encoder that has just encoded silence instead."""
 
-    def __init__(self) -> None:
-        self._codec = new_encoder()
+    def __init__(self, complexity: int = DEFAULT_COMPLEXITY) -> None:
+        self._codec = new_encoder(complexity)
 
     def encode(self, pcm: bytes, after_silence: bool = False) -> bytes:
         if after_silence:
@@ -41,7 +41,8 @@ class SharedOpus:
     last few ticks' payloads are kept, matched by identity.
     """
 
-    def __init__(self, keep: int = 8) -> None:
+    def __init__(self, complexity: int = DEFAULT_COMPLEXITY, keep: int = 8) -> None:
+        self._complexity = complexity
         self._stream: OpusStream | None = None
         self._recent: deque[tuple[bytes, bytes]] = deque(maxlen=keep)
 
@@ -52,7 +53,7 @@ class SharedOpus:
             if seen is pcm:
                 return payload
         if self._stream is None:
-            self._stream = OpusStream()
+            self._stream = OpusStream(self._complexity)
         payload = self._stream.encode(pcm, after_silence)
         self._recent.append((pcm, payload))
         return payload

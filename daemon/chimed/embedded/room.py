@@ -59,12 +59,6 @@ class Room:
         self.participants[participant.stream_id] = participant
         return participant
 
-    def by_attendee(self, attendee_id: str) -> Participant | None:
-        for participant in self.participants.values():
-            if participant.attendee_id == attendee_id:
-                return participant
-        return None
-
     def present(self) -> list[Participant]:
         return [p for p in self.participants.values() if p.present]
 

@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import logging
 import weakref
 from collections.abc import Callable
 
 from aiohttp import WSCloseCode, web
 
+from chimed.config import LOOPBACK_MEDIA, EmbeddedConfig, MediaConfig
 from chimed.embedded.control_plane import add_control_plane
 from chimed.embedded.events_ingestion import add_event_ingestion_routes
-from chimed.embedded.registry import Registry
-from chimed.embedded.signaling_server import TurnCredentials
+from chimed.embedded.media_server import MediaServer
+from chimed.embedded.meeting_page import add_web_routes
+from chimed.embedded.meetings import Registry
 from chimed.embedded.signaling_server import install as install_signaling
-from chimed.embedded.turn import TurnRelay
-from chimed.embedded.web import add_web_routes
+from chimed.embedded.turn_relay import TurnRelay
+from chimed.embedded.turn_server import TurnCredentials
 from chimed.errors import InvalidArgument
-from chimed.media.ice import use_loopback_stun_timers
+from chimed.loopback import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,6 @@ _WILDCARDS = ("", "0.0.0.0", "::")
 Hook = Callable[[], object]  # a plain or async function of no arguments
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def _call(fn: Hook) -> None:
     result = fn()
     if inspect.isawaitable(result):
@@ -53,9 +45,19 @@ async def _call(fn: Hook) -> None:
 
 
 class EmbeddedChime:
-    """The miniature Chime service. `registry` and `app` are for the other faces to use."""
+    """The miniature Chime service. `registry` and `app` are for the other faces to use.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False):
+    `media` is its media server's peers' own (by default loopback settings); a daemon in the
+    same process keeps its own."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_remote: bool = False,
+        media: MediaConfig = LOOPBACK_MEDIA,
+    ):
         if not allow_remote and not is_loopback(host):
             raise InvalidArgument(
                 f"refusing to serve the embedded Chime service on {host}: it has no "
@@ -63,6 +65,7 @@ class EmbeddedChime:
             )
         # "localhost" can resolve to two addresses, which would get two ports for port 0.
         self.host = "127.0.0.1" if host == "localhost" else host
+        self.media = media
         self.registry = Registry()
         self.app = web.Application()
         self._requested_port = port
@@ -75,16 +78,20 @@ class EmbeddedChime:
         self.app.on_response_prepare.append(self._track_websocket)
         self.app.on_shutdown.append(self._shutdown)
         add_control_plane(self.app, self.registry, self.urls)
-        self.signaling = install_signaling(self)  # /control/{meeting_id} and the media server
+        # /control/{meeting_id} and the media server
+        self.signaling = install_signaling(self, MediaServer(media=media))
         # As the real service does, every JOIN_ACK names a TURN relay, so clients run
         # relay-only ICE; the relay listens and relays on loopback only.
         self.turn = TurnRelay()
-        use_loopback_stun_timers()
         self.add_startup(self.turn.start)
         self.add_cleanup(self.turn.stop)
         self.signaling.turn_credentials = self._turn_credentials
         add_web_routes(self.app, self.registry, self.urls)
         add_event_ingestion_routes(self.app)  # MediaPlacement.EventIngestionUrl
+
+    @classmethod
+    def from_config(cls, config: EmbeddedConfig) -> EmbeddedChime:
+        return cls(config.host, config.port, allow_remote=config.allow_remote, media=config.media)
 
     # --- addresses -----------------------------------------------------------------------------
     @property
@@ -121,8 +128,7 @@ class EmbeddedChime:
         return self.base_url, self.ws_url, self.turn_url
 
     def _turn_credentials(self, meeting_id: str, attendee_id: str) -> TurnCredentials:
-        c = self.turn.issue_credentials(attendee_id)
-        return TurnCredentials(c.username, c.password, c.ttl, list(c.uris))
+        return self.turn.issue_credentials(attendee_id)
 
     # --- hooks ---------------------------------------------------------------------------------
     def add_startup(self, fn: Hook) -> None:

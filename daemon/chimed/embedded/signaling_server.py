@@ -29,10 +29,11 @@ from chime.signaling import signaling_pb2 as pb
 
 from chimed.embedded.data_messages import DataMessages
 from chimed.embedded.media_server import MediaServer
-from chimed.embedded.registry import Attendee, Meeting, Registry
+from chimed.embedded.meetings import Attendee, Meeting, Registry
 from chimed.embedded.room import Announcement, Room
 from chimed.embedded.sdp_compression import SdpCodec, SdpCompressionError
-from chimed.media.ice import pin_host_addresses
+from chimed.embedded.turn_server import TurnCredentials
+from chimed.signaling import frames
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ Frame = pb.SdkSignalFrame
 T = pb.SdkSignalFrame.Type
 
 SESSION_PROTOCOL = "_aws_wt_session"
-ACCEPTED_TYPE_BYTES = (0x02, 0x05)
-SEND_TYPE_BYTE = 0x05
 VIDEO_SUBSCRIPTION_LIMIT = 25
 
 # Statuses that end a session (AUDIO_STATUS / error.status), as the clients map them.
@@ -62,26 +61,21 @@ VIEW_ONLY = 206  # error.status: video send refused at capacity, receiving goes 
 VIDEO_SEND_LIMIT = 25  # video senders per meeting, as Chime allows
 
 
-# --- framing -------------------------------------------------------------------------------
+# --- framing (signaling/frames.py) ---------------------------------------------------------
 def encode(frame: Frame) -> bytes:
-    return bytes([SEND_TYPE_BYTE]) + frame.SerializePartialToString()
+    return frames.encode(frame, partial=True)
 
 
 def decode(data: bytes) -> Frame | None:
     """One frame, or None for anything this server cannot read (skipped, never fatal)."""
-    if len(data) < 1 or data[0] not in ACCEPTED_TYPE_BYTES:
-        return None
-    frame = Frame()
     try:
-        frame.ParseFromString(data[1:])
-    except Exception:
+        return frames.decode(data)
+    except frames.FrameError:
         return None
-    # proto2 closed enum: an unknown type lands in unknown fields and `type` reads as JOIN.
-    return frame if frame.HasField("type") else None
 
 
 def new_frame(frame_type: int) -> Frame:
-    return Frame(type=frame_type, timestamp_ms=int(time.time() * 1000))  # type: ignore[arg-type]
+    return Frame(type=frame_type, timestamp_ms=frames.now_ms())  # type: ignore[arg-type]
 
 
 def status_frame(status: int, description: str = "") -> Frame:
@@ -94,14 +88,6 @@ def status_frame(status: int, description: str = "") -> Frame:
 
 
 # --- hooks -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TurnCredentials:
-    username: str
-    password: str
-    ttl: int
-    uris: list[str]
-
-
 # (meeting id, attendee id) -> credentials for JOIN_ACK, or None to send none.
 TurnProvider = Callable[[str, str], TurnCredentials | None]
 
@@ -541,7 +527,6 @@ def install(
     turn_credentials: TurnProvider | None = None,
 ) -> SignalingServer:
     """Wire the signaling and media servers into the embedded service (routes and cleanup)."""
-    pin_host_addresses(["127.0.0.1"])
     server = SignalingServer(service.registry, media, turn_credentials)
     server.add_routes(service.app)
     service.add_cleanup(server.close)

@@ -13,6 +13,16 @@ each stands aside (the library's own code runs) where its assumptions do not hol
 - Clocks: aiortc stamps every sent packet twice with NTP time and every received one with
   NTP milliseconds, each through timezone-aware datetime arithmetic; the same values come
   straight from time.time().
+
+chimed.media.shortcuts installs them (install_* return None, or why the shortcut stands
+aside). On an aiortc/aioice upgrade, re-check (aioice 0.13, aiortc 1.16):
+- aioice.turn.TurnTransport.sendto(data, addr) and its private `__inner_protocol`,
+  `__send_tasks`, `__close_task`; the TURN client protocol's `peer_to_channel`,
+  `channel_refresh_at` (time after which the channel needs a refresh), `transport` and
+  `_send(bytes)`; ChannelData framing (RFC 8656 12.4) is the channel number and length;
+- aioice.ice.StunProtocol.datagram_received(data, addr) handing non-STUN data to
+  `receiver.data_received(data, local_candidate.component)`;
+- aiortc.clock.current_ntp_time and current_ms, called through the module by aiortc.
 """
 
 from __future__ import annotations
@@ -23,13 +33,21 @@ from typing import Any
 
 import aiortc.clock
 from aioice.ice import StunProtocol
-from aioice.turn import TurnTransport
+from aioice.turn import TurnClientMixin, TurnClientUdpProtocol, TurnTransport
 
 _CHANNEL_HEADER = struct.Struct("!HH")
+_TURN_PRIVATE = ("inner_protocol", "send_tasks", "close_task")
 NTP_UNIX_OFFSET_S = 2208988800  # 1900-01-01 to 1970-01-01
 _original_sendto = TurnTransport.sendto
 _original_stun_received = StunProtocol.datagram_received
-_installed = False
+
+
+class TurnSends:
+    """Sends through a TURN relay that took aioice's way (a task each): the ones before a
+    channel is bound, and every one if the inline send stopped engaging. Counted on that
+    slow path only, so the inline one costs nothing more."""
+
+    queued = 0
 
 
 def _sendto(self: Any, data: bytes, addr: tuple[str, int]) -> None:
@@ -49,6 +67,7 @@ def _sendto(self: Any, data: bytes, addr: tuple[str, int]) -> None:
         ):
             proto._send(_CHANNEL_HEADER.pack(channel, len(data)) + data)
             return
+    TurnSends.queued += 1
     _original_sendto(self, data, addr)
 
 
@@ -74,13 +93,37 @@ def current_ms() -> int:
     return int((time.time() + NTP_UNIX_OFFSET_S) * 1000)
 
 
-def install() -> None:
-    """Process-wide (the libraries call these through their own modules); idempotent."""
-    global _installed
-    if _installed:
-        return
+def _sets(init: Any, *names: str) -> bool:
+    """Whether a library's __init__ still assigns these attributes (names mangled)."""
+    return all(name in init.__code__.co_names for name in names)
+
+
+def install_turn_inline_send() -> str | None:
+    """Process-wide (aioice calls the transport's method); None, or why it stands aside."""
+    if not (
+        _sets(TurnTransport.__init__, *(f"_TurnTransport__{n}" for n in _TURN_PRIVATE))
+        and _sets(TurnClientMixin.__init__, "peer_to_channel", "channel_refresh_at")
+        and callable(getattr(TurnClientUdpProtocol, "_send", None))
+    ):
+        return "aioice's TurnTransport or TURN client protocol changed"
     TurnTransport.sendto = _sendto  # type: ignore[method-assign]
+    return None
+
+
+def install_stun_demux() -> str | None:
+    if not (
+        _sets(StunProtocol.__init__, "receiver")
+        and "local_candidate" in StunProtocol.__annotations__
+    ):
+        return "aioice's StunProtocol changed"
     StunProtocol.datagram_received = _stun_datagram_received  # type: ignore[method-assign]
+    return None
+
+
+def install_ntp_clock() -> str | None:
+    names = ("current_ntp_time", "current_ms")
+    if not all(callable(getattr(aiortc.clock, name, None)) for name in names):
+        return "aiortc.clock changed"
     aiortc.clock.current_ntp_time = current_ntp_time
     aiortc.clock.current_ms = current_ms
-    _installed = True
+    return None

@@ -7,9 +7,14 @@ it) it is only delay. `ShallowJitterBuffer` passes a packet that arrives in sequ
 on (an Opus packet is a whole frame) and waits for a missing one only while at most `depth`
 later packets are held, so at most `depth` packets of delay are ever added.
 
-aiortc (1.16) keeps the buffer in a private attribute; `install` swaps it right after the
-transceiver is created, before any packet arrives, and leaves the receiver alone when the
-attribute is missing (aiortc's own buffer then stays).
+A peer's MediaConfig.jitter_depth chooses the depth; chimed.media.shortcuts installs it.
+
+On an aiortc upgrade, re-check (aiortc 1.16): RTCRtpReceiver's private `__jitter_buffer`
+(`add(packet) -> (pli, frame | None)` on the receiver's task, created with the receiver) and
+`__kind`; JitterFrame(data, timestamp); the depayloaded payload a received RtpPacket carries
+as `_data`. `install` swaps the buffer right after the transceiver is created, before any
+packet arrives, and leaves the receiver alone when the attribute is missing (aiortc's own
+buffer then stays).
 """
 
 from __future__ import annotations
@@ -19,24 +24,10 @@ from typing import Any
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
-LOOPBACK_DEPTH = 1  # packets held waiting for a missing one; in-sequence packets never wait
 MAX_MISORDER = 100  # a jump of more than this many sequence numbers restarts the stream
 
 _ATTR = "_RTCRtpReceiver__jitter_buffer"
 _KIND = "_RTCRtpReceiver__kind"
-_default_depth: int | None = None  # None: aiortc's own buffer
-
-
-def set_default_depth(depth: int | None) -> None:
-    """The depth ChimePeer gives its receiver in this process (None: aiortc's buffer)."""
-    if depth is not None and depth < 0:
-        raise ValueError("jitter buffer depth must be at least 0")
-    global _default_depth
-    _default_depth = depth
-
-
-def default_depth() -> int | None:
-    return _default_depth
 
 
 def _ahead(seq: int, base: int) -> int:
@@ -82,6 +73,12 @@ class ShallowJitterBuffer:
         self._next = (self._next + 1) % 0x10000
         data: bytes = getattr(due, "_data", due.payload)  # depayloaded by the receiver
         return False, JitterFrame(data=data, timestamp=due.timestamp)
+
+
+def depth_of(receiver: Any) -> int | None:
+    """The depth of the shallow buffer a receiver has (None: aiortc's own buffer)."""
+    buffer = getattr(receiver, _ATTR, None)
+    return buffer.depth if isinstance(buffer, ShallowJitterBuffer) else None
 
 
 def install(receiver: Any, depth: int | None) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import fractions
 import glob
 import os
 import re
@@ -21,23 +20,16 @@ from typing import Any, Protocol
 
 import av
 
-SAMPLE_RATE = 48000
-TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+from chimed.audio_format import SAMPLE_RATE, TIME_BASE
+from chimed.config import DEFAULT_OPUS_COMPLEXITY
+
 BIT_RATE = 48000  # mono speech
 # CELT only ("lowdelay": 2.5 ms look-ahead instead of 6.5) at complexity 5 by default, the
 # setting WebRTC uses on phones: a third of the cost of voip at complexity 10 for speech, and
-# still near-transparent for speech at 48 kb/s. `chimed --opus-complexity` sets it (0-10).
+# still near-transparent for speech at 48 kb/s. MediaConfig.opus_complexity sets it (0-10;
+# `chimed --opus-complexity`).
 APPLICATION = "lowdelay"
-DEFAULT_COMPLEXITY = 5
-_complexity = DEFAULT_COMPLEXITY
-
-
-def set_complexity(level: int) -> None:
-    """The libopus complexity of encoders made from now on in this process (0-10)."""
-    if not 0 <= level <= 10:
-        raise ValueError(f"Opus complexity must be 0 to 10, got {level}")
-    global _complexity
-    _complexity = level
+DEFAULT_COMPLEXITY = DEFAULT_OPUS_COMPLEXITY
 
 
 # TOC 0xF8: CELT-only fullband 20 ms, mono, one frame; 0xFF 0xFE codes digital silence.
@@ -105,12 +97,12 @@ _libopus = _load_libopus()
 class LibopusEncoder:
     """MonoEncoder on libopus itself (ctypes): no objects per packet but the payload."""
 
-    def __init__(self) -> None:
+    def __init__(self, complexity: int = DEFAULT_COMPLEXITY) -> None:
         if _libopus is None:
             raise RuntimeError("libopus could not be loaded")
         self._lib = _libopus
         self._out = ctypes.create_string_buffer(_MAX_PACKET)
-        self.complexity = _complexity
+        self.complexity = complexity
         error = ctypes.c_int()
         handle = self._lib.opus_encoder_create(
             SAMPLE_RATE, 1, _OPUS_APPLICATION_RESTRICTED_LOWDELAY, ctypes.byref(error)
@@ -154,8 +146,8 @@ class LibopusEncoder:
 class PyAVEncoder:
     """MonoEncoder on PyAV's libopus codec context (the fallback)."""
 
-    def __init__(self) -> None:
-        self.complexity = _complexity
+    def __init__(self, complexity: int = DEFAULT_COMPLEXITY) -> None:
+        self.complexity = complexity
         self.reset()
 
     def reset(self) -> None:
@@ -183,9 +175,11 @@ def libopus_available() -> bool:
     return _libopus is not None
 
 
-def new_encoder() -> MonoEncoder:
-    """A mono speech encoder at this process's complexity: libopus direct where it loads."""
-    return LibopusEncoder() if _libopus is not None else PyAVEncoder()
+def new_encoder(complexity: int = DEFAULT_COMPLEXITY) -> MonoEncoder:
+    """A mono speech encoder at this libopus complexity: libopus direct where it loads."""
+    if not 0 <= complexity <= 10:
+        raise ValueError(f"Opus complexity must be 0 to 10, got {complexity}")
+    return LibopusEncoder(complexity) if _libopus is not None else PyAVEncoder(complexity)
 
 
 def packet(payload: bytes, pts: int) -> av.Packet[Any]:

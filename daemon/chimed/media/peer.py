@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from chimed.media import fastpath, jitter, rtp_receive, rtp_send
+from chimed.config import LOOPBACK_MEDIA, MediaConfig
+from chimed.media import shortcuts
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import first_audio_codec
 from chimed.media.tracks import GateTrack, SilenceTrack
@@ -55,39 +54,6 @@ async def drain(track: MediaStreamTrack) -> None:
             await track.recv()
 
 
-class DecodeGate:
-    """Stands in for an aiortc receiver's decoder queue: while `decoding` is off, encoded
-    frames are dropped instead of queued for the decoder thread; the end-of-stream marker
-    (None) always passes, so the track still ends."""
-
-    def __init__(self, inner: queue.Queue[Any]) -> None:
-        self.inner = inner
-        self.decoding = True
-        self.dropped = 0
-
-    def put(self, item: Any) -> None:
-        if item is None or self.decoding:
-            self.inner.put(item)
-        else:
-            self.dropped += 1
-
-    def get(self) -> Any:
-        return self.inner.get()
-
-
-# aiortc (1.16) keeps the queue in a private attribute; without it decoding simply stays on.
-_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
-
-
-def _gate_decoder(receiver: Any) -> DecodeGate | None:
-    inner = getattr(receiver, _DECODER_QUEUE, None)
-    if not isinstance(inner, queue.Queue):
-        return None
-    gate = DecodeGate(inner)
-    setattr(receiver, _DECODER_QUEUE, gate)
-    return gate
-
-
 class ChimePeer:
     def __init__(
         self,
@@ -99,32 +65,25 @@ class ChimePeer:
         audio_input: MediaStreamTrack | None = None,
         audio_output: AudioConsumer | None = None,
         muted: bool = False,
-        jitter_depth: int | None = None,
+        media: MediaConfig = LOOPBACK_MEDIA,
     ) -> None:
-        fastpath.install()
+        self.media = media
         self._pc = RTCPeerConnection(rtc_configuration(turn_uris, username, password))
         self._on_state = on_state
         self._silence = SilenceTrack()
-        self._gate = GateTrack(audio_input if audio_input is not None else self._silence)
+        source = audio_input if audio_input is not None else self._silence
+        self._gate = GateTrack(source, media.opus_complexity)
         self._gate.muted = muted
         self._transceiver = self._pc.addTransceiver(self._gate, direction="sendrecv")
-        # chimed's own RTP paths for this audio stream (each off if aiortc is not the expected
-        # one): the send loop of rtp_send.py, and received RTP handled inline (rtp_receive.py)
-        send_loop = rtp_send.install(self._transceiver.sender, self._gate)
-        self._send_loop = send_loop
-        self.own_rtp = send_loop is not None
-        receiver = self._transceiver.receiver
-        # Installed before the receiver starts, so its decoder thread reads through it.
-        self._decode_gate = _gate_decoder(receiver)
-        self.inline_receive = rtp_receive.install(
-            receiver.transport,
-            receiver,
-            self._decode_gate,
-            on_rtp=send_loop.nudge if send_loop is not None else None,
-        )
-        # Shallow receive buffering where the network allows it (see chimed.media.jitter).
-        depth = jitter_depth if jitter_depth is not None else jitter.default_depth()
-        jitter.install(self._transceiver.receiver, depth)
+        # chimed's own paths for this audio stream (each off if aiortc is not the expected
+        # one): this peer's ICE settings, the send loop, the decode gate, received RTP handled
+        # inline and shallow receive buffering where the network allows it.
+        paths = shortcuts.install_peer(self._pc, self._transceiver, self._gate, media)
+        self._send_loop = paths.send_loop
+        self.own_rtp = paths.send_loop is not None
+        self._decode_gate = paths.decode_gate
+        self.inline_receive = paths.inline_receive
+        self.shallow_jitter = paths.shallow_jitter
         self._output: AudioConsumer = drain
         self._set_output(audio_output)
         self._remote: MediaStreamTrack | None = None
@@ -134,12 +93,18 @@ class ChimePeer:
         self._pc.on("connectionstatechange", self._on_connection_state)
 
     @property
-    def connection_state(self) -> str:
-        return str(self._pc.connectionState)
+    def connection(self) -> RTCPeerConnection:
+        """The aiortc peer connection (for inspection: chimed.media.shortcuts.applied)."""
+        return self._pc
 
     @property
-    def remote_audio(self) -> MediaStreamTrack | None:
-        return self._remote
+    def encoder_complexity(self) -> int:
+        """The libopus complexity its speech is encoded at."""
+        return self._gate.complexity
+
+    @property
+    def connection_state(self) -> str:
+        return str(self._pc.connectionState)
 
     async def create_offer(self) -> str:
         """createOffer + setLocalDescription (which gathers every candidate): the offer SDP."""
@@ -150,6 +115,11 @@ class ChimePeer:
     def decoding(self) -> bool:
         """Whether received audio is decoded (false while no consumer is set)."""
         return self._decode_gate is None or self._decode_gate.decoding
+
+    @property
+    def undecoded(self) -> int:
+        """Received packets dropped undecoded so far (while no consumer was set)."""
+        return self._decode_gate.dropped if self._decode_gate is not None else 0
 
     async def apply_answer(self, sdp: str) -> None:
         # Before the sender starts: it must see packets or frames from its first recv() on.

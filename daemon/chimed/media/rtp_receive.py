@@ -18,6 +18,14 @@ listed by the receiver's getSynchronizationSources(), which chimed does not use)
 Inline handling needs every step to finish without suspending. For an audio receiver it does
 (only video receivers send NACKs or REMB from there); it is installed only for a receiver
 without either, and a step that suspends anyway is finished in a task.
+
+On an aiortc/aioice upgrade, re-check (aiortc 1.16, aioice 0.13): RTCDtlsTransport's
+`transport._connection` (aioice Connection: `data_received(data, component)` feeding its
+`_queue`), `_state`, `_rx_srtp`, `_rtp_router.route_rtp(header)`, the coroutine
+`_handle_rtp_data(data, arrival_time_ms)` and the private counters `__rx_bytes`,
+`__rx_packets`; RTCRtpReceiver's private `__kind`, `__nack_generator`,
+`__remote_bitrate_estimator`, `__codecs`, `__remote_streams`; StreamStatistics(clockrate)
+and its `add(packet)` (which reads payload_type, sequence_number, timestamp, ssrc).
 """
 
 from __future__ import annotations

@@ -24,6 +24,14 @@ between packets runs this code cold and every layer counts several times over:
   received packet (the mix arrives every 20 ms too), so a session wakes the loop once per
   frame instead of twice.
 Captured inputs (fed PCM, devices) pace themselves: for them the task waits as before.
+
+On an aiortc/aioice upgrade, re-check (aiortc 1.16, aioice 0.13): RTCRtpSender's `_run_rtp`
+(started by send() with the codec), `_ssrc`, `_enabled`, `transport`, and the private state
+listed in _STATE (what its RTCP sender reports, stats and stop() read); random_sequence_number,
+random32; RTCDtlsTransport's `_send_rtp`, `_state`, `_tx_srtp.protect` and private
+`__tx_bytes`, `__tx_packets`; its RTCIceTransport's `_connection` (aioice Connection:
+`send`, `sendto`, `_nominated[component]` pairs with `protocol` and `remote_addr`) and
+StunProtocol.send_data being a plain `transport.sendto`.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ from aiortc.rtcrtpsender import RTCRtpSender, random_sequence_number
 from aiortc.rtp import RtpPacket
 from aiortc.utils import random32
 
-from chimed.media.tracks import PTIME_S, GateTrack
+from chimed.audio_format import PTIME_S
+from chimed.media.tracks import GateTrack
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +77,10 @@ _EARLY_S = 0.0005  # a timer that fires this close before the due time counts as
 class SendLoop:
     """A sender whose RTP runs through this module's loop (install())."""
 
-    def __init__(self) -> None:
+    def __init__(self, sender: RTCRtpSender) -> None:
         self.stream: _Stream | None = None  # while the loop runs
+        self.transport = sender.transport
+        self.direct = direct_send(sender.transport)  # None: it does not engage
 
     def nudge(self) -> None:
         """A packet was received: see _Stream.nudge()."""
@@ -83,7 +94,7 @@ def install(sender: RTCRtpSender, gate: GateTrack) -> SendLoop | None:
     state = vars(sender)
     if not all(_P + name in state for name in _STATE) or not hasattr(sender, "_ssrc"):
         return None
-    handle = SendLoop()
+    handle = SendLoop(sender)
 
     async def run_rtp(codec: RTCRtpCodecParameters) -> None:
         await _run_rtp(sender, gate, codec, handle)
@@ -121,7 +132,9 @@ async def _run_rtp(
         await RTCRtpSender._run_rtp(sender, codec)
         return
     state[_P + "rtp_started"].set()
-    handle.stream = _Stream(sender, gate, header)
+    same = sender.transport is handle.transport  # a transceiver's transport stays (one m-line)
+    direct = handle.direct if same else direct_send(sender.transport)
+    handle.stream = _Stream(sender, gate, header, direct)
     try:
         await handle.stream.run()
     except (asyncio.CancelledError, ConnectionError, MediaStreamError):
@@ -142,7 +155,13 @@ class _Stream:
     ways packets are paced (a timer while the gate's source is on the Pacer's clock, else the
     gate's own wait in the sender's task)."""
 
-    def __init__(self, sender: RTCRtpSender, gate: GateTrack, header: bytes) -> None:
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        gate: GateTrack,
+        header: bytes,
+        direct: Callable[[bytes], bool] | None,
+    ) -> None:
         self.sender = sender
         self.gate = gate
         self.state: dict[str, Any] = vars(sender)
@@ -151,7 +170,7 @@ class _Stream:
         self.timestamp_origin = random32()
         self.timestamp = 0
         self.payload_size = 0
-        self.direct = direct_send(sender.transport)
+        self.direct = direct
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[bytes | None] | None = None
         self.timer: asyncio.TimerHandle | None = None

@@ -23,12 +23,11 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from chimed.media.opus import OPUS_SILENCE, SAMPLE_RATE, new_encoder
+from chimed.audio_format import FRAME_SAMPLES, SAMPLE_RATE
+from chimed.media.opus import DEFAULT_COMPLEXITY, OPUS_SILENCE, new_encoder
 from chimed.media.opus import packet as opus_packet
 
-PTIME_S = 0.020
-SAMPLES = int(SAMPLE_RATE * PTIME_S)
-ZERO_CHUNK = bytes(2 * SAMPLES)
+ZERO_CHUNK = bytes(2 * FRAME_SAMPLES)
 
 
 def is_digital_silence(frame: AudioFrame) -> bool:
@@ -43,8 +42,8 @@ class OpusMonoEncoder:
     """20 ms mono Opus packets from raw chunks, or from audio frames of any s16/flt layout and
     rate (resampled)."""
 
-    def __init__(self) -> None:
-        self._codec = new_encoder()
+    def __init__(self, complexity: int = DEFAULT_COMPLEXITY) -> None:
+        self._codec = new_encoder(complexity)
         self._resampler: Any = None
         self.restart()
 
@@ -65,12 +64,12 @@ class OpusMonoEncoder:
             "s16",
             "mono",
             SAMPLE_RATE,
-            SAMPLES,
+            FRAME_SAMPLES,
         ):
-            return [self._codec.encode(bytes(frame.planes[0])[: 2 * SAMPLES])]
+            return [self._codec.encode(bytes(frame.planes[0])[: 2 * FRAME_SAMPLES])]
         if self._resampler is None:
             self._resampler = av.AudioResampler(
-                format="s16", layout="mono", rate=SAMPLE_RATE, frame_size=SAMPLES
+                format="s16", layout="mono", rate=SAMPLE_RATE, frame_size=FRAME_SAMPLES
             )
         return [
             self._codec.encode(bytes(f.planes[0])[: 2 * f.samples])
@@ -87,7 +86,7 @@ def silent_frame(samples: int, sample_rate: int, layout: str = "stereo") -> Audi
     return frame
 
 
-class SilenceTrack(MediaStreamTrack):  # type: ignore[misc]
+class SilenceTrack(MediaStreamTrack):
     """Real-time paced silence at 48 kHz stereo, the Opus encoder's own rate (no resampling).
 
     An attendee that sends no audio is never present in a Chime meeting, so this is what is
@@ -102,7 +101,7 @@ class SilenceTrack(MediaStreamTrack):  # type: ignore[misc]
 
     async def recv(self) -> AudioFrame:
         await self.read_mono()
-        frame = silent_frame(SAMPLES, SAMPLE_RATE)
+        frame = silent_frame(FRAME_SAMPLES, SAMPLE_RATE)
         frame.pts = self._pts
         return frame
 
@@ -112,12 +111,12 @@ class SilenceTrack(MediaStreamTrack):  # type: ignore[misc]
         if self._start is None:
             self._start = time.monotonic()
         else:
-            self._pts += SAMPLES
+            self._pts += FRAME_SAMPLES
             await asyncio.sleep(self._start + self._pts / SAMPLE_RATE - time.monotonic())
         return None
 
 
-class GateTrack(MediaStreamTrack):  # type: ignore[misc]
+class GateTrack(MediaStreamTrack):
     """Forwards a source track; while muted, sends silence of the same shape and timing.
 
     With `opus` set it returns 20 ms Opus packets instead (see the module docstring), stamped
@@ -126,9 +125,10 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
 
     kind = "audio"
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, source: MediaStreamTrack, complexity: int = DEFAULT_COMPLEXITY) -> None:
         super().__init__()
         self.source = source
+        self.complexity = complexity  # of its speech encoder (libopus, 0-10)
         self.muted = False
         self.opus = False
         self._encoder: OpusMonoEncoder | None = None
@@ -172,7 +172,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
                 self._pending.append(self._payload(await read_mono()))
                 continue
             frame = await self._next_frame()
-            standard = frame.sample_rate == SAMPLE_RATE and frame.samples == SAMPLES
+            standard = frame.sample_rate == SAMPLE_RATE and frame.samples == FRAME_SAMPLES
             if standard and (self.muted or is_digital_silence(frame)):
                 self._pending.append(self._payload(None))
                 continue
@@ -183,7 +183,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
                 frame = muted
             self._pending.extend(p for p in encoder.encode(frame) if p)
         pts = self._pts
-        self._pts += SAMPLES
+        self._pts += FRAME_SAMPLES
         return self._pending.popleft(), pts
 
     def due(self, now: float) -> float | None:
@@ -203,7 +203,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
         source: Any = self.source  # due() said it has take_mono()
         payload = self._payload(source.take_mono())
         pts = self._pts
-        self._pts += SAMPLES
+        self._pts += FRAME_SAMPLES
         return payload, pts
 
     def _payload(self, pcm: bytes | None) -> bytes:
@@ -216,7 +216,7 @@ class GateTrack(MediaStreamTrack):  # type: ignore[misc]
     def _speech_encoder(self) -> OpusMonoEncoder:
         """The encoder for the next speech, started over if silence was sent since."""
         if self._encoder is None:
-            self._encoder = OpusMonoEncoder()
+            self._encoder = OpusMonoEncoder(self.complexity)
         elif self._silent:
             self._encoder.restart()
         self._silent = False

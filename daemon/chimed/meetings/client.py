@@ -1,5 +1,7 @@
 """The app back end's control plane: boto3 `chime-sdk-meetings`, against AWS or the embedded
-service (same REST shapes, different endpoint). boto3 is blocking, so calls run in threads."""
+service (same REST shapes, different endpoint). boto3 is blocking, so calls run in threads.
+Requests are checked here (required ids, lengths) before they cost a round trip; the service's
+errors come back as chimed's (chimed/errors.py)."""
 
 from __future__ import annotations
 
@@ -9,31 +11,31 @@ import uuid
 from typing import Any
 
 import botocore.exceptions
-import grpc
 from chime.v1 import types_pb2
 
-from chimed.errors import ChimedError
+from chimed import errors
+from chimed.errors import ChimedError, InvalidArgument, require
 from chimed.meetings.convert import attendee_from_json, capabilities_to_json, meeting_from_json
 
-# botocore exception names -> gRPC codes.
-_CODES = {
-    "BadRequestException": grpc.StatusCode.INVALID_ARGUMENT,
-    "NotFoundException": grpc.StatusCode.NOT_FOUND,
-    "ForbiddenException": grpc.StatusCode.PERMISSION_DENIED,
-    "UnauthorizedException": grpc.StatusCode.UNAUTHENTICATED,
-    "ConflictException": grpc.StatusCode.ALREADY_EXISTS,
-    "LimitExceededException": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "ThrottlingException": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "UnprocessableEntityException": grpc.StatusCode.FAILED_PRECONDITION,
-    "ServiceUnavailableException": grpc.StatusCode.UNAVAILABLE,
-    "ServiceFailureException": grpc.StatusCode.INTERNAL,
+# botocore exception names -> chimed's errors.
+_ERRORS: dict[str, type[ChimedError]] = {
+    "BadRequestException": errors.InvalidArgument,
+    "NotFoundException": errors.NotFound,
+    "ForbiddenException": errors.PermissionDenied,
+    "UnauthorizedException": errors.Unauthenticated,
+    "ConflictException": errors.AlreadyExists,
+    "LimitExceededException": errors.ResourceExhausted,
+    "ThrottlingException": errors.ResourceExhausted,
+    "UnprocessableEntityException": errors.FailedPrecondition,
+    "ServiceUnavailableException": errors.Unavailable,
+    "ServiceFailureException": errors.Internal,
 }
+MAX_PAGE_SIZE = 100
 
 
-class ControlPlaneError(ChimedError):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+def _length(value: str, name: str, low: int = 2, high: int = 64) -> None:
+    if not low <= len(value) <= high:
+        raise InvalidArgument(f"{name} must be {low}-{high} characters, got {len(value)}")
 
 
 class MeetingsClient:
@@ -76,19 +78,17 @@ class MeetingsClient:
             return await asyncio.to_thread(call)
         except botocore.exceptions.ClientError as e:
             err = e.response.get("Error", {})
-            code = _CODES.get(str(err.get("Code")), grpc.StatusCode.INTERNAL)
-            raise ControlPlaneError(code, f"{err.get('Code')}: {err.get('Message')}") from None
+            error = _ERRORS.get(str(err.get("Code")), errors.Internal)
+            raise error(f"{err.get('Code')}: {err.get('Message')}") from None
         except botocore.exceptions.ParamValidationError as e:
-            raise ControlPlaneError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            raise errors.InvalidArgument(str(e)) from None
         except botocore.exceptions.NoCredentialsError:
-            raise ControlPlaneError(
-                grpc.StatusCode.FAILED_PRECONDITION, "no AWS credentials are configured"
-            ) from None
+            raise errors.FailedPrecondition("no AWS credentials are configured") from None
         except (
             botocore.exceptions.EndpointConnectionError,
             botocore.exceptions.ConnectionClosedError,
         ) as e:
-            raise ControlPlaneError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+            raise errors.Unavailable(str(e)) from None
 
     async def create_meeting(
         self,
@@ -97,6 +97,9 @@ class MeetingsClient:
         media_region: str = "",
         meeting_host_id: str = "",
     ) -> types_pb2.Meeting:
+        _length(external_meeting_id, "external_meeting_id")
+        if client_request_token:
+            _length(client_request_token, "client_request_token")
         args: dict[str, Any] = {
             "ClientRequestToken": client_request_token or str(uuid.uuid4()),
             "ExternalMeetingId": external_meeting_id,
@@ -108,10 +111,12 @@ class MeetingsClient:
         return meeting_from_json(out["Meeting"])
 
     async def get_meeting(self, meeting_id: str) -> types_pb2.Meeting:
+        require(meeting_id, "meeting_id")
         out = await self._call("get_meeting", MeetingId=meeting_id)
         return meeting_from_json(out["Meeting"])
 
     async def delete_meeting(self, meeting_id: str) -> None:
+        require(meeting_id, "meeting_id")
         await self._call("delete_meeting", MeetingId=meeting_id)
 
     async def create_attendee(
@@ -120,6 +125,8 @@ class MeetingsClient:
         external_user_id: str,
         capabilities: types_pb2.AttendeeCapabilities | None = None,
     ) -> types_pb2.Attendee:
+        require(meeting_id, "meeting_id")
+        _length(external_user_id, "external_user_id")
         args: dict[str, Any] = {"MeetingId": meeting_id, "ExternalUserId": external_user_id}
         caps = capabilities_to_json(capabilities) if capabilities is not None else {}
         if caps:
@@ -128,12 +135,20 @@ class MeetingsClient:
         return attendee_from_json(out["Attendee"])
 
     async def get_attendee(self, meeting_id: str, attendee_id: str) -> types_pb2.Attendee:
+        require(meeting_id, "meeting_id")
+        require(attendee_id, "attendee_id")
         out = await self._call("get_attendee", MeetingId=meeting_id, AttendeeId=attendee_id)
         return attendee_from_json(out["Attendee"])
 
     async def list_attendees(
-        self, meeting_id: str, max_results: int = 100, next_token: str = ""
+        self, meeting_id: str, max_results: int = 0, next_token: str = ""
     ) -> tuple[list[types_pb2.Attendee], str]:
+        """A page of the meeting's attendees (MAX_PAGE_SIZE when `max_results` is 0) and the
+        token of the next page ("" after the last)."""
+        require(meeting_id, "meeting_id")
+        max_results = max_results or MAX_PAGE_SIZE
+        if not 1 <= max_results <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be 1-{MAX_PAGE_SIZE}")
         args: dict[str, Any] = {"MeetingId": meeting_id, "MaxResults": max_results}
         if next_token:
             args["NextToken"] = next_token
@@ -142,4 +157,6 @@ class MeetingsClient:
         return attendees, str(out.get("NextToken", ""))
 
     async def delete_attendee(self, meeting_id: str, attendee_id: str) -> None:
+        require(meeting_id, "meeting_id")
+        require(attendee_id, "attendee_id")
         await self._call("delete_attendee", MeetingId=meeting_id, AttendeeId=attendee_id)

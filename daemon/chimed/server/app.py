@@ -3,14 +3,11 @@ the control-plane client and, by default, the embedded Chime service in the same
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,13 +25,12 @@ from chime.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from chimed.devices import registry
+from chimed.config import DaemonConfig
+from chimed.devices import opening
 from chimed.errors import InvalidArgument
-from chimed.media import jitter
-from chimed.media.ice import pin_host_addresses
+from chimed.loopback import is_loopback
 from chimed.media.peer import drain_closing
 from chimed.meetings.client import MeetingsClient
-from chimed.server.errors import Servicer
 from chimed.server.media_services import AudioService, VideoService
 from chimed.server.meeting_service import MeetingService
 from chimed.server.session_service import SessionService
@@ -52,40 +48,6 @@ SERVICE_NAMES = [
     video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name,
     meeting_pb2.DESCRIPTOR.services_by_name["MeetingService"].full_name,
 ]
-
-
-def default_socket_path() -> str:
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return str(Path(runtime) / "chimed" / "chimed.sock")
-    if os.getuid() == 0:
-        return "/run/chimed/chimed.sock"
-    return f"/tmp/chimed-{os.getuid()}/chimed.sock"
-
-
-@dataclass
-class DaemonConfig:
-    socket_path: str = field(default_factory=default_socket_path)
-    # TCP "HOST:PORT"; loopback only unless TLS and a token are configured.
-    listen: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    token: str | None = None
-    # "embedded" (in-process), "aws", or the URL of a running embedded service.
-    control_plane: str = "embedded"
-    region: str = "us-east-1"
-    embedded_port: int = 0
-    # Host ICE candidates; None: loopback with the embedded service, every interface with AWS.
-    ice_host_addresses: list[str] | None = None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -117,27 +79,20 @@ class Daemon:
         self.config = config
         # One device list and hot-plug watch for the whole daemon, shared by its sessions.
         self.devices = DeviceMonitor()
-        self.manager = SessionManager(self.devices)
+        self.manager = SessionManager(self.devices, media=config.session_media())
         self.embedded: EmbeddedChime | None = None  # when running in-process
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.tcp_port: int | None = None
-        self._stopped = asyncio.Event()
 
     async def _control_plane(self) -> MeetingsClient:
         cp = self.config.control_plane
         if cp == "aws":
-            if self.config.ice_host_addresses is not None:
-                pin_host_addresses(self.config.ice_host_addresses)
-            jitter.set_default_depth(None)  # real networks: aiortc's receive buffering
             return MeetingsClient(None, self.config.region)
-        pin_host_addresses(self.config.ice_host_addresses or ["127.0.0.1"])
-        # An embedded service is reached on loopback: receive buffering would only add delay.
-        jitter.set_default_depth(jitter.LOOPBACK_DEPTH)
         if cp == "embedded":
             from chimed.embedded.service import EmbeddedChime  # not needed with AWS or a URL
 
-            self.embedded = EmbeddedChime(port=self.config.embedded_port)
+            self.embedded = EmbeddedChime.from_config(self.config.embedded)
             await self.embedded.start()
             log.info("embedded service started on port %d", self.embedded.port)
             return MeetingsClient(self.embedded.base_url, self.config.region)
@@ -148,20 +103,28 @@ class Daemon:
         if cfg.listen:
             host, _ = _split_listen(cfg.listen)
             secured = bool(cfg.tls_cert and cfg.tls_key and cfg.token)
-            if not _is_loopback(host) and not secured:
+            if not is_loopback(host) and not secured:
                 raise InvalidArgument(
                     f"refusing to listen on {host}: TCP beyond loopback needs --tls-cert, "
                     "--tls-key and a token"
                 )
         meetings = await self._control_plane()
-        Servicer.token = cfg.token
+        token = cfg.token
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.keepalive_permit_without_calls", 1)]
         )
-        session_pb2_grpc.add_SessionServiceServicer_to_server(SessionService(self.manager), server)
-        audio_pb2_grpc.add_AudioServiceServicer_to_server(AudioService(self.manager), server)
-        video_pb2_grpc.add_VideoServiceServicer_to_server(VideoService(self.manager), server)
-        meeting_pb2_grpc.add_MeetingServiceServicer_to_server(MeetingService(meetings), server)
+        session_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionService(self.manager, token=token), server
+        )
+        audio_pb2_grpc.add_AudioServiceServicer_to_server(
+            AudioService(self.manager, token=token), server
+        )
+        video_pb2_grpc.add_VideoServiceServicer_to_server(
+            VideoService(self.manager, token=token), server
+        )
+        meeting_pb2_grpc.add_MeetingServiceServicer_to_server(
+            MeetingService(meetings, token=token), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         _add_reflection(server)
 
@@ -192,13 +155,9 @@ class Daemon:
         if self.embedded is not None:
             await self.embedded.stop()
         await drain_closing()
-        await registry.settle()  # no audio device outlives the daemon
+        await opening.settle()  # no audio device outlives the daemon
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.config.socket_path)
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
 
 def _tls_credentials(cert: str, key: str) -> grpc.ServerCredentials:

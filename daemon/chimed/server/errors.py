@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 import grpc
 from chime.v1 import types_pb2
 
+from chimed import errors
 from chimed.errors import ChimedError
-from chimed.session.session import SessionStateError, SessionStoppedError
+from chimed.session.chime_session import SessionStoppedError
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,10 @@ S = TypeVar("S", bound="Servicer")
 
 
 class Servicer:
-    """Base of chimed's servicers: holds the optional bearer token for TCP callers."""
+    """Base of chimed's servicers: each holds its daemon's bearer token for TCP callers
+    (DaemonConfig.token; None: no token asked)."""
 
-    token: str | None = None
+    token: str | None
 
     def check_auth(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if not self.token or context.peer().startswith("unix:"):
@@ -32,38 +34,24 @@ class Servicer:
         metadata = dict(context.invocation_metadata() or ())
         given = str(metadata.get("authorization", ""))
         if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            raise errors.Unauthenticated("missing or wrong bearer token")
 
 
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        self.code = code
-        self.message = message
-
-
-def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
-    if isinstance(e, _Abort):
-        return e.code, e.message
-    if isinstance(e, ChimedError):
-        return e.code, e.message
-    if isinstance(e, SessionStoppedError):
-        return _STOPPED_CODES.get(e.status.code, grpc.StatusCode.ABORTED), str(e)
-    if isinstance(e, SessionStateError):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(e)
-    if isinstance(e, TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, str(e) or "timed out"
-    # The devices layer's contract (registry.py): LookupError for an unknown id, ValueError
-    # for a bad one. KeyError / IndexError are bugs, not answers.
-    if isinstance(e, LookupError) and not isinstance(e, KeyError | IndexError):
-        return grpc.StatusCode.NOT_FOUND, _text(e)
-    if isinstance(e, ValueError) and type(e) is ValueError:
-        return grpc.StatusCode.INVALID_ARGUMENT, _text(e)
-    return None
-
-
-def _text(e: BaseException) -> str:
-    return str(e.args[0]) if len(e.args) == 1 else str(e)
-
+# The core's error classes (chimed/errors.py) and their codes; the first class in an error's
+# MRO that is listed wins.
+_CODES: dict[type[ChimedError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
 
 # Start(wait) that ends in a stopped session: the closest gRPC code to why it stopped.
 _STOPPED_CODES = {
@@ -75,6 +63,17 @@ _STOPPED_CODES = {
     types_pb2.SESSION_STATUS_CODE_AUDIO_INTERNAL_SERVER_ERROR: grpc.StatusCode.UNAVAILABLE,
     types_pb2.SESSION_STATUS_CODE_OK: grpc.StatusCode.ABORTED,
 }
+
+
+def status_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The status a call ends with for `e`; None for an error the core did not mean for the
+    caller (a bug: INTERNAL, logged)."""
+    if isinstance(e, SessionStoppedError):
+        return _STOPPED_CODES.get(e.status.code, grpc.StatusCode.ABORTED), e.message
+    if isinstance(e, ChimedError):
+        code = next((_CODES[c] for c in type(e).__mro__ if c in _CODES), None)
+        return code or grpc.StatusCode.INTERNAL, e.message
+    return None
 
 
 def unary(
@@ -115,8 +114,3 @@ def streaming(
             await context.abort(*status)
 
     return wrapper
-
-
-def abort_with(code: grpc.StatusCode, message: str) -> _Abort:
-    """An error a handler raises to end its call with this status."""
-    return _Abort(code, message)

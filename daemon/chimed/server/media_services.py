@@ -1,4 +1,5 @@
-"""AudioService and VideoService: thin adapters over the session's audio (session/audio.py).
+"""AudioService and VideoService: parse chime.v1 requests, call the session layer
+(session/manager.py), build the responses.
 Video answers UNIMPLEMENTED with a message saying so, until that part lands."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from typing import Any
 import grpc
 from chime.v1 import audio_pb2, audio_pb2_grpc, video_pb2_grpc
 
+from chimed.audio_format import SAMPLE_RATE
+from chimed.devices.pcm import MAX_FEED_RATE, MIN_FEED_RATE
 from chimed.errors import InvalidArgument, Unimplemented
 from chimed.server.errors import Servicer, streaming, unary
 from chimed.session.manager import SessionManager
@@ -25,8 +28,10 @@ def _pcm_format(fmt: audio_pb2.PcmFormat, default_rate: int | None) -> tuple[int
     rate = fmt.sample_rate or default_rate
     if not rate:
         raise InvalidArgument("format.sample_rate is missing")
-    if not 8000 <= rate <= 192000:
-        raise InvalidArgument(f"format.sample_rate {rate} Hz is outside 8000-192000 Hz")
+    if not MIN_FEED_RATE <= rate <= MAX_FEED_RATE:
+        raise InvalidArgument(
+            f"format.sample_rate {rate} Hz is outside {MIN_FEED_RATE}-{MAX_FEED_RATE} Hz"
+        )
     channels = fmt.channels or 1
     if channels not in (1, 2):
         raise InvalidArgument(f"format.channels must be 1 or 2, not {channels}")
@@ -34,32 +39,30 @@ def _pcm_format(fmt: audio_pb2.PcmFormat, default_rate: int | None) -> tuple[int
 
 
 class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, *, token: str | None) -> None:
         self.manager = manager
+        self.token = token
 
     @unary
     async def Mute(self, request: audio_pb2.MuteRequest, context: Ctx) -> audio_pb2.MuteResponse:
-        session = self.manager.get(request.session_id)
-        await session.core.set_muted(True)
-        return audio_pb2.MuteResponse(muted=session.core.muted)
+        muted = await self.manager.get(request.session_id).set_muted(True)
+        return audio_pb2.MuteResponse(muted=muted)
 
     @unary
     async def Unmute(
         self, request: audio_pb2.UnmuteRequest, context: Ctx
     ) -> audio_pb2.UnmuteResponse:
-        session = self.manager.get(request.session_id)
-        await session.core.set_muted(False)
-        return audio_pb2.UnmuteResponse(muted=session.core.muted)
+        muted = await self.manager.get(request.session_id).set_muted(False)
+        return audio_pb2.UnmuteResponse(muted=muted)
 
     @unary
     async def GetDevices(
         self, request: audio_pb2.GetDevicesRequest, context: Ctx
     ) -> audio_pb2.GetDevicesResponse:
         session = self.manager.get(request.session_id) if request.session_id else None
-        out = audio_pb2.GetDevicesResponse(devices=await self.manager.devices.list())
+        out = audio_pb2.GetDevicesResponse(devices=await self.manager.list_devices())
         if session is not None:
-            out.active_input_device_id = session.audio.input_id
-            out.active_output_device_id = session.audio.output_id
+            out.active_input_device_id, out.active_output_device_id = session.active_devices()
         return out
 
     @unary
@@ -67,7 +70,7 @@ class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
         self, request: audio_pb2.SetDeviceRequest, context: Ctx
     ) -> audio_pb2.SetDeviceResponse:
         session = self.manager.get(request.session_id)
-        device = await session.audio.set_device(request.device_id, request.direction)
+        device = await session.set_device(request.device_id, request.direction)
         return audio_pb2.SetDeviceResponse(device=device)
 
     @unary
@@ -91,7 +94,7 @@ class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
                     raise InvalidArgument("format is set in the first message only")
                 yield message.pcm
 
-        received = await session.audio.feed_pcm(chunks(), rate, channels)
+        received = await session.feed_pcm(chunks(), rate, channels)
         return audio_pb2.StreamInputResponse(samples_received=received)
 
     @streaming
@@ -99,9 +102,9 @@ class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
         self, request: audio_pb2.StreamOutputRequest, context: Ctx
     ) -> AsyncIterator[audio_pb2.StreamOutputResponse]:
         session = self.manager.get(request.session_id)
-        rate, channels = _pcm_format(request.format, 48000)
+        rate, channels = _pcm_format(request.format, SAMPLE_RATE)
         sequence = 0
-        async for pcm in session.audio.pcm_output(rate, channels):
+        async for pcm in session.pcm_output(rate, channels):
             sequence += 1
             yield audio_pb2.StreamOutputResponse(pcm=pcm, sequence=sequence)
 
@@ -132,8 +135,9 @@ def _video_rpc(rpc: str, streaming_rpc: bool = False) -> Any:
 
 
 class VideoService(video_pb2_grpc.VideoServiceServicer, Servicer):
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, *, token: str | None) -> None:
         self.manager = manager
+        self.token = token
 
     StartLocal = _video_rpc("StartLocal")
     StopLocal = _video_rpc("StopLocal")

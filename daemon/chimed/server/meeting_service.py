@@ -1,4 +1,5 @@
-"""MeetingService: the control plane through boto3, against AWS or the embedded service."""
+"""MeetingService: the control plane through boto3, against AWS or the embedded service
+(meetings/client.py, which checks the requests)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,10 @@ from typing import Any
 import grpc
 from chime.v1 import meeting_pb2, meeting_pb2_grpc, types_pb2
 
-from chimed.errors import InvalidArgument
 from chimed.meetings.client import MeetingsClient
 from chimed.server.errors import Servicer, unary
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def _length(value: str, name: str, low: int = 2, high: int = 64) -> None:
-    if not low <= len(value) <= high:
-        raise InvalidArgument(f"{name} must be {low}-{high} characters, got {len(value)}")
 
 
 def _redact(attendee: types_pb2.Attendee, include_join_token: bool) -> types_pb2.Attendee:
@@ -26,16 +21,14 @@ def _redact(attendee: types_pb2.Attendee, include_join_token: bool) -> types_pb2
 
 
 class MeetingService(meeting_pb2_grpc.MeetingServiceServicer, Servicer):
-    def __init__(self, client: MeetingsClient) -> None:
+    def __init__(self, client: MeetingsClient, *, token: str | None) -> None:
         self.client = client
+        self.token = token
 
     @unary
     async def CreateMeeting(
         self, request: meeting_pb2.CreateMeetingRequest, context: Ctx
     ) -> meeting_pb2.CreateMeetingResponse:
-        _length(request.external_meeting_id, "external_meeting_id")
-        if request.client_request_token:
-            _length(request.client_request_token, "client_request_token")
         meeting = await self.client.create_meeting(
             request.external_meeting_id,
             request.client_request_token,
@@ -48,8 +41,6 @@ class MeetingService(meeting_pb2_grpc.MeetingServiceServicer, Servicer):
     async def GetMeeting(
         self, request: meeting_pb2.GetMeetingRequest, context: Ctx
     ) -> meeting_pb2.GetMeetingResponse:
-        if not request.meeting_id:
-            raise InvalidArgument("meeting_id is missing")
         return meeting_pb2.GetMeetingResponse(
             meeting=await self.client.get_meeting(request.meeting_id)
         )
@@ -58,8 +49,6 @@ class MeetingService(meeting_pb2_grpc.MeetingServiceServicer, Servicer):
     async def DeleteMeeting(
         self, request: meeting_pb2.DeleteMeetingRequest, context: Ctx
     ) -> meeting_pb2.DeleteMeetingResponse:
-        if not request.meeting_id:
-            raise InvalidArgument("meeting_id is missing")
         await self.client.delete_meeting(request.meeting_id)
         return meeting_pb2.DeleteMeetingResponse()
 
@@ -67,9 +56,6 @@ class MeetingService(meeting_pb2_grpc.MeetingServiceServicer, Servicer):
     async def CreateAttendee(
         self, request: meeting_pb2.CreateAttendeeRequest, context: Ctx
     ) -> meeting_pb2.CreateAttendeeResponse:
-        if not request.meeting_id:
-            raise InvalidArgument("meeting_id is missing")
-        _length(request.external_user_id, "external_user_id")
         caps = request.capabilities if request.HasField("capabilities") else None
         attendee = await self.client.create_attendee(
             request.meeting_id, request.external_user_id, caps
@@ -80,8 +66,6 @@ class MeetingService(meeting_pb2_grpc.MeetingServiceServicer, Servicer):
     async def GetAttendee(
         self, request: meeting_pb2.GetAttendeeRequest, context: Ctx
     ) -> meeting_pb2.GetAttendeeResponse:
-        if not request.meeting_id or not request.attendee_id:
-            raise InvalidArgument("meeting_id and attendee_id are required")
         attendee = await self.client.get_attendee(request.meeting_id, request.attendee_id)
         return meeting_pb2.GetAttendeeResponse(
             attendee=_redact(attendee, request.include_join_token)
@@ -91,13 +75,8 @@ class MeetingService(meeting_pb2_grpc.MeetingServiceServicer, Servicer):
     async def ListAttendees(
         self, request: meeting_pb2.ListAttendeesRequest, context: Ctx
     ) -> meeting_pb2.ListAttendeesResponse:
-        if not request.meeting_id:
-            raise InvalidArgument("meeting_id is missing")
-        size = request.page_size or 100
-        if not 1 <= size <= 100:
-            raise InvalidArgument("page_size must be 1-100")
         attendees, token = await self.client.list_attendees(
-            request.meeting_id, size, request.page_token
+            request.meeting_id, request.page_size, request.page_token
         )
         return meeting_pb2.ListAttendeesResponse(
             attendees=[_redact(a, request.include_join_token) for a in attendees],
@@ -108,7 +87,5 @@ class MeetingService(meeting_pb2_grpc.MeetingServiceServicer, Servicer):
     async def DeleteAttendee(
         self, request: meeting_pb2.DeleteAttendeeRequest, context: Ctx
     ) -> meeting_pb2.DeleteAttendeeResponse:
-        if not request.meeting_id or not request.attendee_id:
-            raise InvalidArgument("meeting_id and attendee_id are required")
         await self.client.delete_attendee(request.meeting_id, request.attendee_id)
         return meeting_pb2.DeleteAttendeeResponse()

@@ -1,9 +1,9 @@
-"""SessionService: thin adapter between chime.v1 messages and the session manager."""
+"""SessionService: parses chime.v1 requests, calls the session layer, builds the responses.
+Every rule a request must meet is the session layer's (session/manager.py)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -11,14 +11,17 @@ from chime.v1 import events_pb2, session_pb2, session_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from chimed.errors import FailedPrecondition, InvalidArgument
-from chimed.server.errors import Servicer, abort_with, streaming, unary
+from chimed.server.errors import Servicer, streaming, unary
+from chimed.server.paging import page
 from chimed.session.events import ObserverKind
-from chimed.session.manager import TOPIC_RE, ManagedSession, SessionManager
-from chimed.session.session import state_name
+from chimed.session.manager import SessionManager
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-START_WAIT_TIMEOUT_S = 30.0
+
+
+def _headers(context: Ctx) -> Callable[[], Awaitable[None]]:
+    """Sends a stream's response headers: the caller's sign that its observer is registered."""
+    return lambda: context.send_initial_metadata(())
 
 
 def _add_observer(kind: ObserverKind) -> Any:
@@ -27,7 +30,11 @@ def _add_observer(kind: ObserverKind) -> Any:
     @streaming
     async def add(self: SessionService, request: Any, context: Ctx) -> AsyncIterator[Message]:
         session = self.manager.get(request.session_id)
-        async for event in self._observe(session, kind, request):
+        # The request rides along as the stream's options (e.g. active-speaker weights); the
+        # headers tell the caller the observer is registered, so no later event is missed.
+        async for event in session.observe(
+            kind, request.observer_id, request, registered=_headers(context)
+        ):
             yield event
 
     return add
@@ -38,15 +45,16 @@ def _remove_observer(kind: ObserverKind, response: type[Any]) -> Any:
 
     @unary
     async def remove(self: SessionService, request: Any, context: Ctx) -> Any:
-        hub = self.manager.get(request.session_id).hub
-        return response(removed=hub.remove(kind, request.observer_id))
+        session = self.manager.get(request.session_id)
+        return response(removed=session.remove_observers(kind, request.observer_id))
 
     return remove
 
 
 class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, *, token: str | None) -> None:
         self.manager = manager
+        self.token = token
 
     @unary
     async def CreateSession(
@@ -68,11 +76,15 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
     async def ListSessions(
         self, request: session_pb2.ListSessionsRequest, context: Ctx
     ) -> session_pb2.ListSessionsResponse:
+        sessions, next_page_token = page(
+            self.manager.list_sessions(),
+            lambda s: (s.create_time_ns, s.session_id),
+            request.page_size,
+            request.page_token,
+        )
         return session_pb2.ListSessionsResponse(
-            sessions=[
-                s.to_proto(include_join_token=request.include_join_token)
-                for s in self.manager.sessions.values()
-            ]
+            sessions=[s.to_proto(include_join_token=request.include_join_token) for s in sessions],
+            next_page_token=next_page_token,
         )
 
     @unary
@@ -87,9 +99,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self, request: session_pb2.StartRequest, context: Ctx
     ) -> session_pb2.StartResponse:
         session = self.manager.get(request.session_id)
-        await session.core.start()
-        if request.wait:
-            await session.core.wait_started(START_WAIT_TIMEOUT_S)
+        await session.start(wait=request.wait)
         return session_pb2.StartResponse(session=session.to_proto())
 
     @unary
@@ -97,7 +107,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self, request: session_pb2.StopRequest, context: Ctx
     ) -> session_pb2.StopResponse:
         session = self.manager.get(request.session_id)
-        await session.core.stop()
+        await session.stop()
         return session_pb2.StopResponse(session=session.to_proto())
 
     @unary
@@ -105,62 +115,28 @@ class SessionService(session_pb2_grpc.SessionServiceServicer, Servicer):
         self, request: session_pb2.SendMessageRequest, context: Ctx
     ) -> session_pb2.SendMessageResponse:
         session = self.manager.get(request.session_id)
-        topic = request.topic or session.config.data_message_topic
-        if not TOPIC_RE.match(topic):
-            raise InvalidArgument("topic must match ^[a-zA-Z0-9_-]{1,36}$")
-        if not request.HasField("message"):
-            raise InvalidArgument("message is missing: give a JSON object")
-        data = json.dumps(
-            json_format.MessageToDict(request.message), separators=(",", ":"), ensure_ascii=False
-        ).encode()
-        if len(data) > 2048:
-            raise InvalidArgument(f"message is {len(data)} bytes as JSON; at most 2048 are allowed")
-        if session.core.state != session_pb2.SESSION_STATE_STARTED:
-            state = state_name(session.core.state)
-            raise FailedPrecondition(f"session {session.session_id} is {state}; start it first")
-        try:
-            sent = await session.core.send_message(topic, data, request.lifetime_ms)
-        except ValueError as e:
-            raise InvalidArgument(str(e)) from None
-        return session_pb2.SendMessageResponse(data_message=sent)
-
-    # --- observers ------------------------------------------------------------------------
-    async def _observe(
-        self,
-        session: ManagedSession,
-        kind: ObserverKind,
-        request: Any,
-        topics: list[str] | None = None,
-    ) -> AsyncIterator[Message]:
-        # The request rides along as the stream's options (e.g. active-speaker weights).
-        observer = session.hub.add(
-            kind, request.observer_id, session.snapshot(kind), topics, options=request
+        message = (
+            json_format.MessageToDict(request.message) if request.HasField("message") else None
         )
-        try:
-            async for event in observer.events():
-                yield event
-        finally:
-            session.hub.discard(observer)
-        if observer.end is not None and observer.end[0] != grpc.StatusCode.OK:
-            raise abort_with(*observer.end)
+        sent = await session.send_message(request.topic, message, request.lifetime_ms)
+        return session_pb2.SendMessageResponse(data_message=sent)
 
     @streaming
     async def AddDataMessageObserver(
         self, request: session_pb2.AddDataMessageObserverRequest, context: Ctx
     ) -> AsyncIterator[events_pb2.DataMessageEvent]:
         session = self.manager.get(request.session_id)
-        topics = list(request.topics) or [session.config.data_message_topic]
-        for topic in topics:
-            if not TOPIC_RE.match(topic):
-                raise InvalidArgument(f"topic {topic!r} must match ^[a-zA-Z0-9_-]{{1,36}}$")
-        async for event in self._observe(session, ObserverKind.DATA_MESSAGE, request, topics):
+        kind = ObserverKind.DATA_MESSAGE
+        async for event in session.observe(
+            kind, request.observer_id, request, request.topics, registered=_headers(context)
+        ):
             yield event  # type: ignore[misc]
 
     @unary
     async def RemoveObservers(
         self, request: session_pb2.RemoveObserversRequest, context: Ctx
     ) -> session_pb2.RemoveObserversResponse:
-        removed = self.manager.get(request.session_id).hub.remove(None)
+        removed = self.manager.get(request.session_id).remove_observers()
         return session_pb2.RemoveObserversResponse(removed=removed)
 
     # One Add/Remove pair per seed contract; all but the data-message stream are alike.

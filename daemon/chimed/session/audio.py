@@ -7,42 +7,38 @@ the event loop (pactl, PortAudio block): a start opens virtual devices at once a
 a worker thread right after, sending silence (input) and draining (output) meanwhile; a
 hardware device that cannot be opened then falls back like a lost one. SetDevice opens in a
 worker thread; CreateSession and SetDevice before a start check a hardware id against the
-current device list only (it exists, the direction fits), without opening it. The core is given two
-long-lived seams once: an InputSwitch track (forwards the current input; a switch never ends
-what aiortc sends) and a MixFanout consumer (one reader of the received mix, copying frames to
-the output device and to every PCM listener, each through its own bounded MixTap).
+current device list only (it exists, the direction fits), without opening it. The core is
+given the two long-lived seams of audio_tracks.py once: the InputSwitch it sends and the
+MixFanout that reads the received mix for the output device and every PCM listener.
 
 Device observers get the daemon's device list (DeviceMonitor) and, when a hardware device in
 use vanishes, the session falls back to silence or the null sink and says so
 (audio_device_lost), staying up; so does an input that fails (a file that can no longer be
-decoded; a file that simply ends sends silence and stays selected). Errors: LookupError for
-unknown ids, ValueError for a wrong direction, bad parameters or an undecodable file,
+decoded; a file that simply ends sends silence and stays selected). Errors: NotFound for
+unknown ids, InvalidArgument for a wrong direction, bad parameters or an undecodable file,
 FailedPrecondition for PCM feeds of a session that is not running.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
-import functools
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import TypeAlias, TypeVar
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import TypeAlias
 
-import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 from chime.v1 import events_pb2, session_pb2, types_pb2
 
-from chimed.devices import registry
+from chimed.devices import listing, opening
 from chimed.devices.audio_inputs import AudioInput, PcmFeedInput, SilenceInput
 from chimed.devices.audio_outputs import AudioOutput, NullOutput, PcmFeedOutput
-from chimed.devices.pcm import Chunk
-from chimed.errors import FailedPrecondition
+from chimed.devices.ids import wrong_direction
+from chimed.errors import ChimedError, FailedPrecondition, InvalidArgument, NotFound
+from chimed.session.audio_tracks import InputSwitch, MixFanout, MixTap
+from chimed.session.chime_session import ChimeSession
 from chimed.session.device_monitor import DeviceMonitor, Devices
 from chimed.session.events import ObserverKind
 from chimed.session.observers import Observer, ObserverHub
-from chimed.session.session import ChimeSession
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +48,7 @@ OUTPUT = types_pb2.DEVICE_DIRECTION_OUTPUT
 DEFAULT_INPUT = "virtual:silence"
 DEFAULT_OUTPUT = "virtual:null"
 PCM = "virtual:pcm"
-TAP_FRAMES = 50  # 1 s of 20 ms frames per listener; a slower one loses the oldest
 DEVICE = ObserverKind.DEVICE
-_T = TypeVar("_T")
 
 
 def _slot(direction: Direction) -> str:
@@ -65,142 +59,9 @@ def _default(direction: Direction) -> str:
     return DEFAULT_INPUT if direction == INPUT else DEFAULT_OUTPUT
 
 
-class InputSwitch(MediaStreamTrack):  # type: ignore[misc]
-    """Forwards the current source; a source swapped (and stopped) under a pending recv()
-    is simply replaced, and one that ends on its own is reported to `on_ended`, which
-    installs a fallback. Timestamps are restamped so they run on across sources.
-    read_mono() forwards the sources' raw 20 ms chunks the same way (the sender's fast path),
-    and due()/take_mono() those of a source on the Pacer's clock (the sender's timer)."""
-
-    kind = "audio"
-
-    def __init__(
-        self, source: AudioInput, on_ended: Callable[[MediaStreamTrack, str], None]
-    ) -> None:
-        super().__init__()
-        self.source = source
-        self.on_ended = on_ended
-        self._pts = 0
-
-    async def recv(self) -> av.AudioFrame:
-        frame = await self._pull(lambda source: source.recv())
-        if not isinstance(frame, av.AudioFrame):
-            raise MediaStreamError("the audio input gave a frame that is not audio")
-        frame.pts = self._pts
-        frame.time_base = _time_base(frame.sample_rate)
-        self._pts += frame.samples
-        return frame
-
-    async def read_mono(self) -> Chunk:
-        return await self._pull(lambda source: source.read_mono())
-
-    def due(self, now: float) -> float | None:
-        """The current source's due(): None unless it runs on the Pacer's clock."""
-        return self.source.due(now) if self.readyState == "live" else None
-
-    def take_mono(self) -> Chunk:
-        """The current source's take_mono(); when it fails, the fallback is installed and this
-        frame is silence (the reader asks the new source's due() before the next)."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        source = self.source
-        try:
-            return source.take_mono()
-        except Exception as exc:
-            self._failed(source, exc)
-            return None
-
-    async def _pull(self, get: Callable[[AudioInput], Awaitable[_T]]) -> _T:
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            source = self.source
-            try:
-                return await get(source)
-            except Exception as exc:  # an input that fails must not end what aiortc sends
-                self._failed(source, exc)
-
-    def _failed(self, source: AudioInput, exc: Exception) -> None:
-        """Report `source` ended to on_ended (which installs a fallback) unless it was already
-        replaced; raises MediaStreamError when there is nothing to go on with."""
-        if self.readyState != "live":
-            raise MediaStreamError from exc
-        if source is self.source:
-            reason = getattr(source, "error", None) or (
-                "it ended" if isinstance(exc, MediaStreamError) else repr(exc)
-            )
-            self.on_ended(source, reason)
-            if source is self.source:
-                raise MediaStreamError from exc  # nothing to fall back to
-
-
-@functools.lru_cache(maxsize=8)
-def _time_base(sample_rate: int) -> fractions.Fraction:
-    return fractions.Fraction(1, sample_rate)
-
-
-class MixTap(MediaStreamTrack):  # type: ignore[misc]
-    """One listener's copy of the received mix, at most TAP_FRAMES behind."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._frames: deque[av.AudioFrame] = deque(maxlen=TAP_FRAMES)
-        self._ready = asyncio.Event()
-
-    def put(self, frame: av.AudioFrame) -> None:
-        self._frames.append(frame)
-        self._ready.set()
-
-    async def recv(self) -> av.AudioFrame:
-        while not self._frames:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        return self._frames.popleft()
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
-
-
-class MixFanout:
-    """The session's audio consumer: reads the received mix and hands each frame to every
-    tap. `on_demand(wanted)` hears when the first tap comes and the last one goes: with no
-    tap nothing hears the mix, and the peer can drop it undecoded."""
-
-    def __init__(self, on_demand: Callable[[bool], None] | None = None) -> None:
-        self._taps: set[MixTap] = set()
-        self._on_demand = on_demand
-
-    def tap(self) -> MixTap:
-        tap = MixTap()
-        self._taps.add(tap)
-        if len(self._taps) == 1 and self._on_demand is not None:
-            self._on_demand(True)
-        return tap
-
-    def untap(self, tap: MixTap) -> None:
-        if tap in self._taps:
-            self._taps.discard(tap)
-            if not self._taps and self._on_demand is not None:
-                self._on_demand(False)
-        tap.stop()
-
-    async def consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            frame = await track.recv()  # MediaStreamError ends it; the peer expects that
-            if not isinstance(frame, av.AudioFrame):
-                continue
-            for tap in tuple(self._taps):
-                tap.put(frame)
-
-
 def _virtual_device(device_id: str, direction: Direction) -> types_pb2.MediaDevice | None:
     base = device_id.partition("?")[0]
-    for device in registry.virtual_devices():
+    for device in listing.virtual_devices():
         if device.id == base and device.direction == direction:
             out = types_pb2.MediaDevice()
             out.CopyFrom(device)
@@ -212,7 +73,7 @@ def _virtual_device(device_id: str, direction: Direction) -> types_pb2.MediaDevi
 async def directions_of(
     device_id: str, monitor: DeviceMonitor | None
 ) -> dict[Direction, types_pb2.MediaDevice]:
-    """The directions `device_id` can be used in, with its description; LookupError if none.
+    """The directions `device_id` can be used in, with its description; NotFound if none.
     Hardware ids are looked up in a fresh listing (the monitor's probe helper, else a
     one-off one), never opened."""
     found: dict[Direction, types_pb2.MediaDevice] = {}
@@ -222,12 +83,12 @@ async def directions_of(
             if device is not None:
                 found[direction] = device
     elif device_id.startswith("hw:"):
-        listed = await (monitor.list() if monitor is not None else registry.list_devices())
+        listed = await (monitor.list() if monitor is not None else listing.list_devices())
         for device in listed:
             if device.id == device_id:
                 found[device.direction] = device
     if not found:
-        raise LookupError(f"unknown audio device {device_id!r}")
+        raise NotFound(f"unknown audio device {device_id!r}")
     return found
 
 
@@ -251,11 +112,6 @@ async def release(device: AudioInput | AudioOutput | None) -> None:
         device.stop()
 
 
-def _wrong_direction(device_id: str, found: Sequence[Direction], wanted: Direction) -> ValueError:
-    other = _slot(next(iter(found)))
-    return ValueError(f"{device_id} is an {other} device; it cannot be used as an {_slot(wanted)}")
-
-
 async def check_device(
     device_id: str, direction: Direction, monitor: DeviceMonitor | None = None
 ) -> types_pb2.MediaDevice:
@@ -265,16 +121,16 @@ async def check_device(
     if device_id.startswith("hw:"):
         found = await directions_of(device_id, monitor)
         if direction not in found:
-            raise _wrong_direction(device_id, list(found), direction)
+            raise wrong_direction(device_id, direction)
         return found[direction]
-    await release(await registry.open_async(device_id, direction))
+    await release(await opening.open_async(device_id, direction))
     return _describe(device_id, direction)
 
 
 async def check_selection(
     selection: session_pb2.DeviceSelection, monitor: DeviceMonitor | None = None
 ) -> None:
-    """CreateSession's devices, errors naming the field (ValueError / LookupError)."""
+    """CreateSession's devices, errors naming the field (InvalidArgument / NotFound)."""
     for field, direction in (
         ("audio_input_device_id", INPUT),
         ("audio_output_device_id", OUTPUT),
@@ -284,10 +140,8 @@ async def check_selection(
             continue
         try:
             await check_device(device_id, direction, monitor)
-        except LookupError as e:
-            raise LookupError(f"devices.{field}: {e.args[0] if e.args else e}") from None
-        except ValueError as e:
-            raise ValueError(f"devices.{field}: {e}") from None
+        except ChimedError as e:
+            raise type(e)(f"devices.{field}: {e.message}") from None
 
 
 class SessionAudio:
@@ -347,9 +201,9 @@ class SessionAudio:
         if self.is_open:
             return
         pending = {d for d in (INPUT, OUTPUT) if self._selected(d).startswith("hw:")}
-        audio_input = SilenceInput() if INPUT in pending else registry.open_input(self.input_id)
+        audio_input = SilenceInput() if INPUT in pending else opening.open_input(self.input_id)
         try:
-            output = NullOutput() if OUTPUT in pending else registry.open_output(self.output_id)
+            output = NullOutput() if OUTPUT in pending else opening.open_output(self.output_id)
         except BaseException:
             audio_input.stop()
             raise
@@ -367,7 +221,7 @@ class SessionAudio:
                     continue
                 device_id = self._selected(direction)
                 try:
-                    device = await registry.open_async(device_id, direction)
+                    device = await opening.open_async(device_id, direction)
                 except Exception as e:  # pactl, PortAudio: whatever it is, fall back
                     if direction in self._pending and self.is_open:
                         self._select(direction, _default(direction))
@@ -375,7 +229,7 @@ class SessionAudio:
                     continue
                 # The lock keeps close() out; a lost-device check may have moved on meanwhile.
                 if direction not in self._pending or not self.is_open:
-                    registry.discard(device)
+                    opening.discard(device)
                     continue
                 if isinstance(device, AudioInput):
                     self._swap_input(device, device_id)
@@ -453,7 +307,7 @@ class SessionAudio:
         """Switch the input or output (by the device's direction, or `direction` for an id
         that is both) without dropping the session; before a start it only selects."""
         if not device_id:
-            raise ValueError("device_id is missing")
+            raise InvalidArgument("device_id is missing")
         async with self._lock:
             return await self._set_device(device_id, direction)
 
@@ -461,18 +315,18 @@ class SessionAudio:
         found = await directions_of(device_id, self._monitor)
         if direction == types_pb2.DEVICE_DIRECTION_UNSPECIFIED:
             if len(found) > 1:
-                raise ValueError(
+                raise InvalidArgument(
                     f"{device_id} is both an input and an output; say which with direction"
                 )
             direction = next(iter(found))
         elif direction not in found:
-            raise _wrong_direction(device_id, list(found), direction)
+            raise wrong_direction(device_id, direction)
         if not self.is_open and not device_id.startswith("hw:"):
             await check_device(device_id, direction)  # then only selected, for the next start
         # A start may have opened the devices during those awaits: then switch for real (a
         # stop cannot close them under us: close() waits for the lock we hold).
         if self.is_open:
-            device = await registry.open_async(device_id, direction)
+            device = await opening.open_async(device_id, direction)
             if isinstance(device, AudioInput):
                 self._swap_input(device, device_id)
             else:
@@ -537,8 +391,8 @@ class SessionAudio:
                     )
                 try:
                     feed.feed(pcm, sample_rate, channels)
-                except ValueError as e:
-                    raise ValueError(f"chunk {index}: {e}") from None
+                except InvalidArgument as e:
+                    raise InvalidArgument(f"chunk {index}: {e.message}") from None
                 received += len(pcm) // (2 * channels)
         finally:
             self._feeding = False

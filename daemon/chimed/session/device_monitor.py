@@ -14,7 +14,7 @@ from typing import Protocol
 
 from chime.v1 import types_pb2
 
-from chimed.devices.registry import DeviceProber, DeviceWatcher, list_devices, virtual_devices
+from chimed.devices.listing import DeviceProber, DeviceWatcher, list_devices, virtual_devices
 
 log = logging.getLogger(__name__)
 

@@ -1,46 +1,56 @@
 """The daemon's sessions: creation from meeting and attendee documents, lookup, deletion and
-shutdown. The gRPC layer calls this; it knows nothing of gRPC but the status codes of errors."""
+shutdown, and what the API can do with one session (`ManagedSession`: start, stop, send a
+message, observe, mute, audio devices). The gRPC layer calls only this; every rule a request
+must meet is checked here or below, raising chimed's errors (chimed/errors.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import grpc
 from chime.v1 import events_pb2, session_pb2, types_pb2
 from google.protobuf.message import Message
 
-from chimed.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from chimed.config import LOOPBACK_MEDIA, MediaConfig
+from chimed.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    require,
+)
 from chimed.meetings.convert import attendee_from_json, meeting_from_json, parse_document
 from chimed.session.audio import SessionAudio, check_selection
+from chimed.session.chime_session import ChimeSession, validate_data_message
 from chimed.session.config import SessionConfig
 from chimed.session.device_monitor import DeviceMonitor
 from chimed.session.events import ObserverKind
 from chimed.session.observers import ObserverHub
 from chimed.session.realtime import RealtimeAudio
 from chimed.session.roster import Roster
-from chimed.session.session import ChimeSession
+from chimed.signaling.data_limits import TOPIC_PATTERN, valid_topic
 
 log = logging.getLogger(__name__)
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-TOPIC_RE = re.compile(r"^[a-zA-Z0-9_-]{1,36}$")
 MAX_SESSIONS = 256
 DEFAULT_TOPIC = "default"
-
-SnapshotFn = Callable[["ManagedSession", ObserverKind], list[tuple[str, Message]]]
+START_WAIT_TIMEOUT_S = 30.0
 
 
 @dataclass(eq=False)
 class ManagedSession:
     session_id: str
     config: SessionConfig
-    core: ChimeSession
+    chime_session: ChimeSession  # the meeting connection (signaling and media)
     hub: ObserverHub
     devices: session_pb2.DeviceSelection  # kept current by `audio`
     audio: SessionAudio
@@ -56,7 +66,7 @@ class ManagedSession:
         )
         out = session_pb2.Session(
             session_id=self.session_id,
-            state=self.core.state,
+            state=self.chime_session.state,
             meeting_id=c.meeting_id,
             attendee_id=c.attendee_id,
             external_meeting_id=c.external_meeting_id,
@@ -76,19 +86,96 @@ class ManagedSession:
             ),
             credentials=creds,
             observers=self.hub.counts(),
-            muted=self.core.muted,
+            muted=self.chime_session.muted,
             devices=self.devices,
         )
         out.create_time.FromNanoseconds(self.create_time_ns)
-        if self.core.start_time is not None:
-            out.start_time.FromNanoseconds(int(self.core.start_time * 1e9))
-        if self.core.last_status is not None:
-            out.last_status.CopyFrom(self.core.last_status)
+        if self.chime_session.start_time is not None:
+            out.start_time.FromNanoseconds(int(self.chime_session.start_time * 1e9))
+        if self.chime_session.last_status is not None:
+            out.last_status.CopyFrom(self.chime_session.last_status)
         return out
+
+    # --- what the API does with a session ------------------------------------------------
+    async def start(self, wait: bool = False) -> None:
+        """Join the meeting; with `wait`, until STARTED (SessionStoppedError if it stopped
+        instead, DeadlineExceeded after START_WAIT_TIMEOUT_S)."""
+        await self.chime_session.start()
+        if wait:
+            await self.chime_session.wait_started(START_WAIT_TIMEOUT_S)
+
+    async def stop(self) -> None:
+        await self.chime_session.stop()
+
+    async def send_message(
+        self, topic: str, message: Mapping[str, Any] | None, lifetime_ms: int = 0
+    ) -> events_pb2.DataMessage:
+        """The seed's sendMessage: `message` (a JSON object) on `topic`, the session's topic
+        when empty; the session must be STARTED."""
+        topic = topic or self.config.data_message_topic
+        if message is None:
+            raise InvalidArgument("message is missing: give a JSON object")
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        validate_data_message(topic, data, lifetime_ms, data_name="message as JSON")
+        return await self.chime_session.send_message(topic, data, lifetime_ms)
+
+    async def observe(
+        self,
+        kind: ObserverKind,
+        observer_id: str = "",
+        options: Any = None,
+        topics: Sequence[str] = (),
+        registered: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[Message]:
+        """An observer stream: the current state, then each event, until it is removed (the
+        iteration ends) or the session ends it (raises why). `options` is what the stream
+        asked for beyond its kind (its request: e.g. active speaker weights); a data-message
+        stream hears `topics`, the session's topic when empty. `registered` is awaited once
+        the stream is in place, before its first event."""
+        wanted: list[str] | None = None
+        if kind is ObserverKind.DATA_MESSAGE:
+            wanted = list(topics) or [self.config.data_message_topic]
+            for topic in wanted:
+                if not valid_topic(topic):
+                    raise InvalidArgument(f"topic {topic!r} must match {TOPIC_PATTERN}")
+        observer = self.hub.add(kind, observer_id, self.snapshot(kind), wanted, options=options)
+        try:
+            if registered is not None:
+                await registered()
+            async for event in observer.events():
+                yield event
+        finally:
+            self.hub.discard(observer)
+
+    def remove_observers(self, kind: ObserverKind | None = None, observer_id: str = "") -> int:
+        """End streams cleanly: of one kind or all, one id or every id. Returns how many."""
+        return self.hub.remove(kind, observer_id)
+
+    async def set_muted(self, muted: bool) -> bool:
+        """Mute or unmute what the session sends; returns the muted state."""
+        await self.chime_session.set_muted(muted)
+        return self.chime_session.muted
+
+    def active_devices(self) -> tuple[str, str]:
+        """(input device id, output device id) in use or selected."""
+        return self.audio.input_id, self.audio.output_id
+
+    async def set_device(
+        self, device_id: str, direction: types_pb2.DeviceDirection.ValueType
+    ) -> types_pb2.MediaDevice:
+        return await self.audio.set_device(device_id, direction)
+
+    async def feed_pcm(self, chunks: AsyncIterator[bytes], sample_rate: int, channels: int) -> int:
+        """Feed s16le PCM chunks into what the session sends; returns sample frames fed."""
+        return await self.audio.feed_pcm(chunks, sample_rate, channels)
+
+    def pcm_output(self, sample_rate: int, channels: int) -> AsyncIterator[bytes]:
+        """The meeting mix as s16le chunks, until the session stops."""
+        return self.audio.pcm_output(sample_rate, channels)
 
     def snapshot(self, kind: ObserverKind) -> list[tuple[str, Message]]:
         """The current state a new stream of this kind starts with."""
-        state = self.core.state
+        state = self.chime_session.state
         out: list[tuple[str, Message]] = []
         if kind is ObserverKind.AUDIO_VIDEO:
             if state == session_pb2.SESSION_STATE_CONNECTING:
@@ -105,10 +192,10 @@ class ManagedSession:
             elif state == session_pb2.SESSION_STATE_STARTED:
                 out.append(("audio_session_started", events_pb2.AudioSessionStarted()))
         elif kind is ObserverKind.REALTIME:
-            present = self.core.attendees()
+            present = self.chime_session.attendees()
             if present:
                 out.append(("attendees_joined", events_pb2.AttendeesJoined(attendees=present)))
-            muted = self.core.muted_attendees()
+            muted = self.chime_session.muted_attendees()
             if muted:
                 out.append(("attendees_muted", events_pb2.AttendeesMuted(attendees=muted)))
         return out
@@ -120,11 +207,6 @@ def _pick(message: Message, has: bool, text: str, key: str, name: str) -> dict[s
     if text:
         return parse_document(text, key, f"{name}_json")
     return None
-
-
-def _require(value: str, what: str) -> None:
-    if not value:
-        raise InvalidArgument(f"{what} is missing")
 
 
 def session_config(request: session_pb2.CreateSessionRequest) -> SessionConfig:
@@ -169,16 +251,16 @@ def session_config(request: session_pb2.CreateSessionRequest) -> SessionConfig:
         raise InvalidArgument("attendee is missing: give attendee or attendee_json")
 
     placement = meeting.media_placement
-    _require(meeting.meeting_id, m_where + names["id"])
-    _require(placement.signaling_url, m_where + names["sig"])
-    _require(placement.audio_host_url, m_where + names["audio"])
+    require(meeting.meeting_id, m_where + names["id"])
+    require(placement.signaling_url, m_where + names["sig"])
+    require(placement.audio_host_url, m_where + names["audio"])
     if not placement.signaling_url.startswith(("ws://", "wss://")):
         raise InvalidArgument(f"{m_where}{names['sig']} must be a ws:// or wss:// URL")
-    _require(attendee.attendee_id, a_where + a_names["id"])
-    _require(attendee.join_token, a_where + a_names["token"])
+    require(attendee.attendee_id, a_where + a_names["id"])
+    require(attendee.join_token, a_where + a_names["token"])
     topic = request.data_message_topic or DEFAULT_TOPIC
-    if not TOPIC_RE.match(topic):
-        raise InvalidArgument("data_message_topic must match ^[a-zA-Z0-9_-]{1,36}$")
+    if not valid_topic(topic):
+        raise InvalidArgument(f"data_message_topic must match {TOPIC_PATTERN}")
     return SessionConfig(
         meeting_id=meeting.meeting_id,
         external_meeting_id=meeting.external_meeting_id,
@@ -195,14 +277,17 @@ def session_config(request: session_pb2.CreateSessionRequest) -> SessionConfig:
 
 
 class SessionManager:
-    def __init__(self, devices: DeviceMonitor | None = None) -> None:
+    def __init__(
+        self, devices: DeviceMonitor | None = None, *, media: MediaConfig = LOOPBACK_MEDIA
+    ) -> None:
         self.sessions: dict[str, ManagedSession] = {}
         self.devices = devices or DeviceMonitor()
+        self.media = media  # every session's (DaemonConfig.session_media())
 
     async def create(self, request: session_pb2.CreateSessionRequest) -> ManagedSession:
         config = session_config(request)
         session_id = request.session_id or uuid.uuid4().hex[:12]
-        if not SESSION_ID_RE.match(session_id):
+        if not SESSION_ID_RE.fullmatch(session_id):
             raise InvalidArgument("session_id must be 1-64 of [A-Za-z0-9_.-]")
         await check_selection(request.devices, self.devices)
         # From here to the insertion nothing awaits, so the uniqueness checks hold.
@@ -223,7 +308,7 @@ class SessionManager:
             return core.roster
 
         realtime = RealtimeAudio(hub, roster)
-        core = ChimeSession(config, realtime)
+        core = ChimeSession(config, realtime, media=self.media)
         core.on_audio_metadata = realtime.on_audio_metadata
         selection = session_pb2.DeviceSelection()
         selection.CopyFrom(request.devices)
@@ -239,20 +324,26 @@ class SessionManager:
         return managed
 
     def get(self, session_id: str) -> ManagedSession:
-        if not session_id:
-            raise InvalidArgument("session_id is missing")
+        require(session_id, "session_id")
         session = self.sessions.get(session_id)
         if session is None:
             raise NotFound(f"session {session_id} not found")
         return session
 
+    def list_sessions(self) -> list[ManagedSession]:
+        return list(self.sessions.values())
+
+    async def list_devices(self) -> list[types_pb2.MediaDevice]:
+        """The daemon's audio devices now (hardware freshly listed, then virtual ones)."""
+        return await self.devices.list()
+
     async def delete(self, session_id: str) -> None:
         session = self.get(session_id)
         del self.sessions[session_id]
         try:
-            await session.core.stop()
+            await session.chime_session.stop()
         finally:
-            session.hub.close(grpc.StatusCode.OK, "session deleted")
+            session.hub.close()  # streams end cleanly
             await session.audio.delete()
             await session.realtime.close()
         log.info("session %s deleted", session_id)
@@ -261,15 +352,13 @@ class SessionManager:
         """Leave every meeting properly and end every stream (UNAVAILABLE)."""
         sessions = list(self.sessions.values())
         self.sessions.clear()
-        results = await asyncio.gather(*(s.core.stop() for s in sessions), return_exceptions=True)
+        results = await asyncio.gather(
+            *(s.chime_session.stop() for s in sessions), return_exceptions=True
+        )
         for session, result in zip(sessions, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("session %s did not stop cleanly: %r", session.session_id, result)
-            session.hub.close(grpc.StatusCode.UNAVAILABLE, "chimed is shutting down")
+            session.hub.close(Unavailable("chimed is shutting down"))
             await session.audio.delete()
             await session.realtime.close()
         await self.devices.close()
-
-
-def attendee_info(attendee_id: str, external_user_id: str) -> types_pb2.AttendeeInfo:
-    return types_pb2.AttendeeInfo(attendee_id=attendee_id, external_user_id=external_user_id)

@@ -3,7 +3,8 @@
 The session core emits (kind, oneof member, payload) once; each observer stream gets its own
 envelope (time of the event, session id, its own sequence number). Registration and the initial
 snapshot happen in one synchronous step, so a new stream never misses or reorders an event.
-A stream that falls too far behind is ended with RESOURCE_EXHAUSTED instead of growing memory.
+A stream that falls too far behind is ended with ResourceExhausted instead of growing memory.
+A stream ends cleanly or with one of chimed's errors (the gRPC layer maps it to a status).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from chime.v1 import events_pb2, session_pb2
 from google.protobuf.message import Message
 
+from chimed.errors import ChimedError, ResourceExhausted
 from chimed.session.events import ObserverKind
 
-EVENT_TYPES: dict[ObserverKind, type[Message]] = {
+# Each is built with session_id and sequence, fields every event message has.
+EVENT_TYPES: dict[ObserverKind, Callable[..., Message]] = {
     ObserverKind.ACTIVE_SPEAKER: events_pb2.ActiveSpeakerEvent,
     ObserverKind.AUDIO_VIDEO: events_pb2.AudioVideoEvent,
     ObserverKind.DATA_MESSAGE: events_pb2.DataMessageEvent,
@@ -32,7 +34,6 @@ EVENT_TYPES: dict[ObserverKind, type[Message]] = {
 MAX_BACKLOG = 4096
 
 Item = tuple[int, str, Message]  # (time ns, oneof member, payload)
-End = tuple[grpc.StatusCode, str]
 
 
 @dataclass(eq=False)
@@ -44,7 +45,8 @@ class Observer:
     # What the stream's request asked for beyond its kind (e.g. active speaker weights).
     options: Any = None
     queue: asyncio.Queue[Item | None] = field(default_factory=asyncio.Queue)
-    end: End | None = None
+    finished: bool = False
+    error: ChimedError | None = None  # why it ended, None for a clean end
     sequence: int = 0
 
     def wants(self, member: str, payload: Message) -> bool:
@@ -54,29 +56,32 @@ class Observer:
         return payload.data_message.topic in self.topics
 
     def push(self, item: Item) -> None:
-        if self.end is not None:
+        if self.finished:
             return
         if self.queue.qsize() >= MAX_BACKLOG:
-            self.finish(grpc.StatusCode.RESOURCE_EXHAUSTED, "observer stream fell too far behind")
+            self.finish(ResourceExhausted("observer stream fell too far behind"))
             return
         self.queue.put_nowait(item)
 
-    def finish(self, code: grpc.StatusCode, message: str) -> None:
-        """End the stream after what is queued (OK), or at once (any error)."""
-        if self.end is not None:
+    def finish(self, error: ChimedError | None = None) -> None:
+        """End the stream after what is queued (no error), or at once with `error`."""
+        if self.finished:
             return
-        self.end = (code, message)
-        if code != grpc.StatusCode.OK:
+        self.finished = True
+        self.error = error
+        if error is not None:
             while not self.queue.empty():
                 self.queue.get_nowait()
         self.queue.put_nowait(None)
 
     async def events(self) -> AsyncIterator[Message]:
-        """The stream's event messages, until it is finished."""
-        event_type = EVENT_TYPES[self.kind]
+        """The stream's event messages, until it is finished; raises the error it ended with."""
+        event_type: Callable[..., Message] = EVENT_TYPES[self.kind]
         while True:
             item = await self.queue.get()
             if item is None:
+                if self.error is not None:
+                    raise self.error
                 return
             t_ns, member, payload = item
             self.sequence += 1
@@ -169,7 +174,7 @@ class ObserverHub:
             keep: list[Observer] = []
             for observer in self._observers[k]:
                 if not observer_id or observer.observer_id == observer_id:
-                    observer.finish(grpc.StatusCode.OK, "observer removed")
+                    observer.finish()
                     removed += 1
                 else:
                     keep.append(observer)
@@ -179,12 +184,13 @@ class ObserverHub:
                 self._gone(observer)
         return removed
 
-    def close(self, code: grpc.StatusCode, message: str) -> None:
-        """End every stream, e.g. when the session is deleted or the daemon stops."""
+    def close(self, error: ChimedError | None = None) -> None:
+        """End every stream (cleanly, or with `error`), e.g. when the session is deleted or the
+        daemon stops."""
         for k in ObserverKind:
             gone, self._observers[k] = self._observers[k], []
             for observer in gone:
-                observer.finish(code, message)
+                observer.finish(error)
                 self._gone(observer)
 
     def counts(self) -> session_pb2.ObserverCounts:

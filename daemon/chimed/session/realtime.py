@@ -20,6 +20,7 @@ from chime.signaling import signaling_pb2 as sig
 from chime.v1 import events_pb2, session_pb2, types_pb2
 from google.protobuf.message import Message
 
+from chimed.errors import InvalidArgument
 from chimed.session.active_speaker import (
     ActiveSpeakerDetector,
     ActiveSpeakersDetected,
@@ -40,19 +41,21 @@ def speaker_policy(
     request: session_pb2.AddActiveSpeakerObserverRequest | None,
 ) -> tuple[DefaultActiveSpeakerPolicy, float]:
     """The policy (zero weights take the SDK defaults) and score interval (s) a stream asks for;
-    ValueError naming the field when one is out of range."""
+    InvalidArgument naming the field when one is out of range."""
     policy = DefaultActiveSpeakerPolicy()
     if request is None:
         return policy, 0.0
     for name in ("speaker_weight", "cutoff_threshold", "silence_threshold", "takeover_rate"):
         value = getattr(request, name)
         if math.isnan(value) or not 0 <= value <= 1:
-            raise ValueError(f"{name} must be between 0 and 1 (0 takes the default), not {value}")
+            raise InvalidArgument(
+                f"{name} must be between 0 and 1 (0 takes the default), not {value}"
+            )
         if value:
             setattr(policy, name, value)
     interval_ms = request.score_callback_interval_ms
     if 0 < interval_ms < MIN_SCORE_INTERVAL_MS:
-        raise ValueError(
+        raise InvalidArgument(
             f"score_callback_interval_ms must be 0 (no scores) or at least "
             f"{MIN_SCORE_INTERVAL_MS}, not {interval_ms}"
         )

@@ -107,9 +107,6 @@ class Roster:
     def muted_attendees(self) -> list[types_pb2.AttendeeInfo]:
         return [a for a in self.attendees() if a.attendee_id in self._muted]
 
-    def attendee_for_stream(self, stream_id: int) -> types_pb2.AttendeeInfo | None:
-        return self._streams.get(stream_id)
-
     def streams(self) -> dict[int, types_pb2.AttendeeInfo]:
         """The audio streams of present attendees, by stream id."""
         return {s: i for s, i in self._streams.items() if i.attendee_id in self._present}

@@ -2,7 +2,8 @@
 
 The web client prefixes 0x05 and the C++ client 0x02; both are accepted and 0x05 is sent. A
 frame whose type this schema does not know (a newer service) is skipped, never an error; bytes
-that do not parse are a FrameError for the caller to report.
+that do not parse are a FrameError for the caller to report (the client ends its session, the
+embedded server skips the message). Both sides of the socket use this module.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def encode(frame: Frame) -> bytes:
-    """The wire bytes of a frame; stamps timestamp_ms (required on the wire) when unset."""
+def encode(frame: Frame, *, partial: bool = False) -> bytes:
+    """The wire bytes of a frame; stamps timestamp_ms (required on the wire) when unset.
+    `partial` sends a frame whose nested messages lack required fields instead of raising
+    (the embedded server answers what it can; a client must send only complete frames)."""
     if not frame.timestamp_ms:
         frame.timestamp_ms = now_ms()
-    return bytes((PREFIX_RTC,)) + frame.SerializeToString()
+    body = frame.SerializePartialToString() if partial else frame.SerializeToString()
+    return bytes((PREFIX_RTC,)) + body
 
 
 def decode(data: bytes) -> Frame | None:

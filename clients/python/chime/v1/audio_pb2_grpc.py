@@ -72,13 +72,15 @@ class AudioServiceServicer:
     """
 
     def Mute(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's mute(): the session sends silence; the meeting sees the attendee muted.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Unmute(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's unmute().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

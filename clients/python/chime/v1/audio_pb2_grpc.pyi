@@ -34,7 +34,9 @@ class AudioServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AudioServiceAsyncStub: ...
     Mute: _grpc.UnaryUnaryMultiCallable[_audio_pb2.MuteRequest, _audio_pb2.MuteResponse]
+    """The seed's mute(): the session sends silence; the meeting sees the attendee muted."""
     Unmute: _grpc.UnaryUnaryMultiCallable[_audio_pb2.UnmuteRequest, _audio_pb2.UnmuteResponse]
+    """The seed's unmute()."""
     GetDevices: _grpc.UnaryUnaryMultiCallable[_audio_pb2.GetDevicesRequest, _audio_pb2.GetDevicesResponse]
     """Hardware and virtual audio devices, inputs and outputs."""
     SetDevice: _grpc.UnaryUnaryMultiCallable[_audio_pb2.SetDeviceRequest, _audio_pb2.SetDeviceResponse]
@@ -52,7 +54,9 @@ class AudioServiceAsyncStub(AudioServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Mute: _aio.UnaryUnaryMultiCallable[_audio_pb2.MuteRequest, _audio_pb2.MuteResponse]  # type: ignore[assignment]
+    """The seed's mute(): the session sends silence; the meeting sees the attendee muted."""
     Unmute: _aio.UnaryUnaryMultiCallable[_audio_pb2.UnmuteRequest, _audio_pb2.UnmuteResponse]  # type: ignore[assignment]
+    """The seed's unmute()."""
     GetDevices: _aio.UnaryUnaryMultiCallable[_audio_pb2.GetDevicesRequest, _audio_pb2.GetDevicesResponse]  # type: ignore[assignment]
     """Hardware and virtual audio devices, inputs and outputs."""
     SetDevice: _aio.UnaryUnaryMultiCallable[_audio_pb2.SetDeviceRequest, _audio_pb2.SetDeviceResponse]  # type: ignore[assignment]
@@ -72,14 +76,16 @@ class AudioServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _audio_pb2.MuteRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_audio_pb2.MuteResponse, _abc.Awaitable[_audio_pb2.MuteResponse]]: ...
+    ) -> _typing.Union[_audio_pb2.MuteResponse, _abc.Awaitable[_audio_pb2.MuteResponse]]:
+        """The seed's mute(): the session sends silence; the meeting sees the attendee muted."""
 
     @_abc_1.abstractmethod
     def Unmute(
         self,
         request: _audio_pb2.UnmuteRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_audio_pb2.UnmuteResponse, _abc.Awaitable[_audio_pb2.UnmuteResponse]]: ...
+    ) -> _typing.Union[_audio_pb2.UnmuteResponse, _abc.Awaitable[_audio_pb2.UnmuteResponse]]:
+        """The seed's unmute()."""
 
     @_abc_1.abstractmethod
     def GetDevices(

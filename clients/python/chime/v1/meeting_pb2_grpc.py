@@ -79,19 +79,22 @@ class MeetingServiceServicer:
     """
 
     def CreateMeeting(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """chime-sdk-meetings CreateMeeting.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMeeting(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """chime-sdk-meetings GetMeeting.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteMeeting(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """chime-sdk-meetings DeleteMeeting: the meeting ends for every attendee.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -104,19 +107,23 @@ class MeetingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetAttendee(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """chime-sdk-meetings GetAttendee; the join token only with include_join_token.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAttendees(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """chime-sdk-meetings ListAttendees, a page at a time; join tokens only with
+        include_join_token.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAttendee(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """chime-sdk-meetings DeleteAttendee: the attendee can no longer join.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -36,13 +36,21 @@ class MeetingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MeetingServiceAsyncStub: ...
     CreateMeeting: _grpc.UnaryUnaryMultiCallable[_meeting_pb2.CreateMeetingRequest, _meeting_pb2.CreateMeetingResponse]
+    """chime-sdk-meetings CreateMeeting."""
     GetMeeting: _grpc.UnaryUnaryMultiCallable[_meeting_pb2.GetMeetingRequest, _meeting_pb2.GetMeetingResponse]
+    """chime-sdk-meetings GetMeeting."""
     DeleteMeeting: _grpc.UnaryUnaryMultiCallable[_meeting_pb2.DeleteMeetingRequest, _meeting_pb2.DeleteMeetingResponse]
+    """chime-sdk-meetings DeleteMeeting: the meeting ends for every attendee."""
     CreateAttendee: _grpc.UnaryUnaryMultiCallable[_meeting_pb2.CreateAttendeeRequest, _meeting_pb2.CreateAttendeeResponse]
     """Returns the attendee with its join token."""
     GetAttendee: _grpc.UnaryUnaryMultiCallable[_meeting_pb2.GetAttendeeRequest, _meeting_pb2.GetAttendeeResponse]
+    """chime-sdk-meetings GetAttendee; the join token only with include_join_token."""
     ListAttendees: _grpc.UnaryUnaryMultiCallable[_meeting_pb2.ListAttendeesRequest, _meeting_pb2.ListAttendeesResponse]
+    """chime-sdk-meetings ListAttendees, a page at a time; join tokens only with
+    include_join_token.
+    """
     DeleteAttendee: _grpc.UnaryUnaryMultiCallable[_meeting_pb2.DeleteAttendeeRequest, _meeting_pb2.DeleteAttendeeResponse]
+    """chime-sdk-meetings DeleteAttendee: the attendee can no longer join."""
 
 @_typing.type_check_only
 class MeetingServiceAsyncStub(MeetingServiceStub):
@@ -52,13 +60,21 @@ class MeetingServiceAsyncStub(MeetingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateMeeting: _aio.UnaryUnaryMultiCallable[_meeting_pb2.CreateMeetingRequest, _meeting_pb2.CreateMeetingResponse]  # type: ignore[assignment]
+    """chime-sdk-meetings CreateMeeting."""
     GetMeeting: _aio.UnaryUnaryMultiCallable[_meeting_pb2.GetMeetingRequest, _meeting_pb2.GetMeetingResponse]  # type: ignore[assignment]
+    """chime-sdk-meetings GetMeeting."""
     DeleteMeeting: _aio.UnaryUnaryMultiCallable[_meeting_pb2.DeleteMeetingRequest, _meeting_pb2.DeleteMeetingResponse]  # type: ignore[assignment]
+    """chime-sdk-meetings DeleteMeeting: the meeting ends for every attendee."""
     CreateAttendee: _aio.UnaryUnaryMultiCallable[_meeting_pb2.CreateAttendeeRequest, _meeting_pb2.CreateAttendeeResponse]  # type: ignore[assignment]
     """Returns the attendee with its join token."""
     GetAttendee: _aio.UnaryUnaryMultiCallable[_meeting_pb2.GetAttendeeRequest, _meeting_pb2.GetAttendeeResponse]  # type: ignore[assignment]
+    """chime-sdk-meetings GetAttendee; the join token only with include_join_token."""
     ListAttendees: _aio.UnaryUnaryMultiCallable[_meeting_pb2.ListAttendeesRequest, _meeting_pb2.ListAttendeesResponse]  # type: ignore[assignment]
+    """chime-sdk-meetings ListAttendees, a page at a time; join tokens only with
+    include_join_token.
+    """
     DeleteAttendee: _aio.UnaryUnaryMultiCallable[_meeting_pb2.DeleteAttendeeRequest, _meeting_pb2.DeleteAttendeeResponse]  # type: ignore[assignment]
+    """chime-sdk-meetings DeleteAttendee: the attendee can no longer join."""
 
 class MeetingServiceServicer(metaclass=_abc_1.ABCMeta):
     """The app back end's control plane (chime-sdk-meetings through boto3), against AWS or the
@@ -70,21 +86,24 @@ class MeetingServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _meeting_pb2.CreateMeetingRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_meeting_pb2.CreateMeetingResponse, _abc.Awaitable[_meeting_pb2.CreateMeetingResponse]]: ...
+    ) -> _typing.Union[_meeting_pb2.CreateMeetingResponse, _abc.Awaitable[_meeting_pb2.CreateMeetingResponse]]:
+        """chime-sdk-meetings CreateMeeting."""
 
     @_abc_1.abstractmethod
     def GetMeeting(
         self,
         request: _meeting_pb2.GetMeetingRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_meeting_pb2.GetMeetingResponse, _abc.Awaitable[_meeting_pb2.GetMeetingResponse]]: ...
+    ) -> _typing.Union[_meeting_pb2.GetMeetingResponse, _abc.Awaitable[_meeting_pb2.GetMeetingResponse]]:
+        """chime-sdk-meetings GetMeeting."""
 
     @_abc_1.abstractmethod
     def DeleteMeeting(
         self,
         request: _meeting_pb2.DeleteMeetingRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_meeting_pb2.DeleteMeetingResponse, _abc.Awaitable[_meeting_pb2.DeleteMeetingResponse]]: ...
+    ) -> _typing.Union[_meeting_pb2.DeleteMeetingResponse, _abc.Awaitable[_meeting_pb2.DeleteMeetingResponse]]:
+        """chime-sdk-meetings DeleteMeeting: the meeting ends for every attendee."""
 
     @_abc_1.abstractmethod
     def CreateAttendee(
@@ -99,20 +118,25 @@ class MeetingServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _meeting_pb2.GetAttendeeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_meeting_pb2.GetAttendeeResponse, _abc.Awaitable[_meeting_pb2.GetAttendeeResponse]]: ...
+    ) -> _typing.Union[_meeting_pb2.GetAttendeeResponse, _abc.Awaitable[_meeting_pb2.GetAttendeeResponse]]:
+        """chime-sdk-meetings GetAttendee; the join token only with include_join_token."""
 
     @_abc_1.abstractmethod
     def ListAttendees(
         self,
         request: _meeting_pb2.ListAttendeesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_meeting_pb2.ListAttendeesResponse, _abc.Awaitable[_meeting_pb2.ListAttendeesResponse]]: ...
+    ) -> _typing.Union[_meeting_pb2.ListAttendeesResponse, _abc.Awaitable[_meeting_pb2.ListAttendeesResponse]]:
+        """chime-sdk-meetings ListAttendees, a page at a time; join tokens only with
+        include_join_token.
+        """
 
     @_abc_1.abstractmethod
     def DeleteAttendee(
         self,
         request: _meeting_pb2.DeleteAttendeeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_meeting_pb2.DeleteAttendeeResponse, _abc.Awaitable[_meeting_pb2.DeleteAttendeeResponse]]: ...
+    ) -> _typing.Union[_meeting_pb2.DeleteAttendeeResponse, _abc.Awaitable[_meeting_pb2.DeleteAttendeeResponse]]:
+        """chime-sdk-meetings DeleteAttendee: the attendee can no longer join."""
 
 def add_MeetingServiceServicer_to_server(servicer: MeetingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -160,7 +160,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The daemon's sessions, a page at a time, oldest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -173,13 +174,15 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Start(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's start(): join the meeting (signaling, then media). A stopped session rejoins.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stop(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's stop(): leave the meeting; a no-op when stopped. The session can start again.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -192,83 +195,105 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddActiveSpeakerObserver(self, request, context):
-        """One server-streaming RPC per observer contract. A stream first carries the current
-        state where that has meaning, then changes, until it is removed (OK) or the session is
-        deleted or the daemon stops.
+        """One server-streaming RPC per observer contract, each streaming that contract's event
+        message (events.proto) rather than an Add...Response (see buf.yaml). The response headers
+        arrive as soon as the observer is registered: every event after that reaches the stream.
+        A stream then carries the current state where that has meaning, then changes, until it is
+        removed (OK) or the session is deleted or the daemon stops.
+
+        The seed's ActiveSpeakerObserver: the active speakers, most active first, and scores
+        when asked for.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddAudioVideoObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's AudioVideoObserver: the audio and video sessions' lifecycle.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddDataMessageObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's DataMessageObserver: the data messages on the requested topics.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddDeviceObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's DeviceChangeObserver: device list changes and lost devices.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddRealtimeObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's RealtimeObserver: attendees joining, leaving, muting; volumes and signal.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddTileObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's VideoTileObserver: video tiles added, removed, paused, resized.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveObservers(self, request, context):
-        """End observer streams cleanly (status OK). Without observer_id, every stream of that kind.
+        """The seed's removeObservers(): ends every observer stream of the session, with status OK.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveActiveSpeakerObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's removeActiveSpeakerObserver(): ends (OK) the AddActiveSpeakerObserver streams
+        named by observer_id, or all of them when it is empty.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveAudioVideoObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's removeAudioVideoObserver(): ends (OK) the AddAudioVideoObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveDataMessageObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's removeDataMessageObserver(): ends (OK) the AddDataMessageObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveDeviceObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's removeDeviceObserver(): ends (OK) the AddDeviceObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveRealtimeObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's removeRealtimeObserver(): ends (OK) the AddRealtimeObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveTileObserver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's removeTileObserver(): ends (OK) the AddTileObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

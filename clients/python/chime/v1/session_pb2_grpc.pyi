@@ -43,30 +43,61 @@ class SessionServiceStub:
     GetSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.GetSessionResponse]
     """configuration, credentials, dataMessageTopic, meetingId, attendeeId, observers."""
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]
+    """The daemon's sessions, a page at a time, oldest first."""
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.DeleteSessionRequest, _session_pb2.DeleteSessionResponse]
     """Stops the session if needed, ends its observer streams and forgets it."""
     Start: _grpc.UnaryUnaryMultiCallable[_session_pb2.StartRequest, _session_pb2.StartResponse]
+    """The seed's start(): join the meeting (signaling, then media). A stopped session rejoins."""
     Stop: _grpc.UnaryUnaryMultiCallable[_session_pb2.StopRequest, _session_pb2.StopResponse]
+    """The seed's stop(): leave the meeting; a no-op when stopped. The session can start again."""
     SendMessage: _grpc.UnaryUnaryMultiCallable[_session_pb2.SendMessageRequest, _session_pb2.SendMessageResponse]
     """The seed's sendMessage(message: object): a JSON object on the session's topic."""
     AddActiveSpeakerObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddActiveSpeakerObserverRequest, _events_pb2.ActiveSpeakerEvent]
-    """One server-streaming RPC per observer contract. A stream first carries the current
-    state where that has meaning, then changes, until it is removed (OK) or the session is
-    deleted or the daemon stops.
+    """One server-streaming RPC per observer contract, each streaming that contract's event
+    message (events.proto) rather than an Add...Response (see buf.yaml). The response headers
+    arrive as soon as the observer is registered: every event after that reaches the stream.
+    A stream then carries the current state where that has meaning, then changes, until it is
+    removed (OK) or the session is deleted or the daemon stops.
+
+    The seed's ActiveSpeakerObserver: the active speakers, most active first, and scores
+    when asked for.
     """
     AddAudioVideoObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddAudioVideoObserverRequest, _events_pb2.AudioVideoEvent]
+    """The seed's AudioVideoObserver: the audio and video sessions' lifecycle."""
     AddDataMessageObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddDataMessageObserverRequest, _events_pb2.DataMessageEvent]
+    """The seed's DataMessageObserver: the data messages on the requested topics."""
     AddDeviceObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddDeviceObserverRequest, _events_pb2.DeviceEvent]
+    """The seed's DeviceChangeObserver: device list changes and lost devices."""
     AddRealtimeObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddRealtimeObserverRequest, _events_pb2.RealtimeEvent]
+    """The seed's RealtimeObserver: attendees joining, leaving, muting; volumes and signal."""
     AddTileObserver: _grpc.UnaryStreamMultiCallable[_session_pb2.AddTileObserverRequest, _events_pb2.TileEvent]
+    """The seed's VideoTileObserver: video tiles added, removed, paused, resized."""
     RemoveObservers: _grpc.UnaryUnaryMultiCallable[_session_pb2.RemoveObserversRequest, _session_pb2.RemoveObserversResponse]
-    """End observer streams cleanly (status OK). Without observer_id, every stream of that kind."""
+    """The seed's removeObservers(): ends every observer stream of the session, with status OK."""
     RemoveActiveSpeakerObserver: _grpc.UnaryUnaryMultiCallable[_session_pb2.RemoveActiveSpeakerObserverRequest, _session_pb2.RemoveActiveSpeakerObserverResponse]
+    """The seed's removeActiveSpeakerObserver(): ends (OK) the AddActiveSpeakerObserver streams
+    named by observer_id, or all of them when it is empty.
+    """
     RemoveAudioVideoObserver: _grpc.UnaryUnaryMultiCallable[_session_pb2.RemoveAudioVideoObserverRequest, _session_pb2.RemoveAudioVideoObserverResponse]
+    """The seed's removeAudioVideoObserver(): ends (OK) the AddAudioVideoObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
     RemoveDataMessageObserver: _grpc.UnaryUnaryMultiCallable[_session_pb2.RemoveDataMessageObserverRequest, _session_pb2.RemoveDataMessageObserverResponse]
+    """The seed's removeDataMessageObserver(): ends (OK) the AddDataMessageObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
     RemoveDeviceObserver: _grpc.UnaryUnaryMultiCallable[_session_pb2.RemoveDeviceObserverRequest, _session_pb2.RemoveDeviceObserverResponse]
+    """The seed's removeDeviceObserver(): ends (OK) the AddDeviceObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
     RemoveRealtimeObserver: _grpc.UnaryUnaryMultiCallable[_session_pb2.RemoveRealtimeObserverRequest, _session_pb2.RemoveRealtimeObserverResponse]
+    """The seed's removeRealtimeObserver(): ends (OK) the AddRealtimeObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
     RemoveTileObserver: _grpc.UnaryUnaryMultiCallable[_session_pb2.RemoveTileObserverRequest, _session_pb2.RemoveTileObserverResponse]
+    """The seed's removeTileObserver(): ends (OK) the AddTileObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -82,30 +113,61 @@ class SessionServiceAsyncStub(SessionServiceStub):
     GetSession: _aio.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.GetSessionResponse]  # type: ignore[assignment]
     """configuration, credentials, dataMessageTopic, meetingId, attendeeId, observers."""
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """The daemon's sessions, a page at a time, oldest first."""
     DeleteSession: _aio.UnaryUnaryMultiCallable[_session_pb2.DeleteSessionRequest, _session_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Stops the session if needed, ends its observer streams and forgets it."""
     Start: _aio.UnaryUnaryMultiCallable[_session_pb2.StartRequest, _session_pb2.StartResponse]  # type: ignore[assignment]
+    """The seed's start(): join the meeting (signaling, then media). A stopped session rejoins."""
     Stop: _aio.UnaryUnaryMultiCallable[_session_pb2.StopRequest, _session_pb2.StopResponse]  # type: ignore[assignment]
+    """The seed's stop(): leave the meeting; a no-op when stopped. The session can start again."""
     SendMessage: _aio.UnaryUnaryMultiCallable[_session_pb2.SendMessageRequest, _session_pb2.SendMessageResponse]  # type: ignore[assignment]
     """The seed's sendMessage(message: object): a JSON object on the session's topic."""
     AddActiveSpeakerObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddActiveSpeakerObserverRequest, _events_pb2.ActiveSpeakerEvent]  # type: ignore[assignment]
-    """One server-streaming RPC per observer contract. A stream first carries the current
-    state where that has meaning, then changes, until it is removed (OK) or the session is
-    deleted or the daemon stops.
+    """One server-streaming RPC per observer contract, each streaming that contract's event
+    message (events.proto) rather than an Add...Response (see buf.yaml). The response headers
+    arrive as soon as the observer is registered: every event after that reaches the stream.
+    A stream then carries the current state where that has meaning, then changes, until it is
+    removed (OK) or the session is deleted or the daemon stops.
+
+    The seed's ActiveSpeakerObserver: the active speakers, most active first, and scores
+    when asked for.
     """
     AddAudioVideoObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddAudioVideoObserverRequest, _events_pb2.AudioVideoEvent]  # type: ignore[assignment]
+    """The seed's AudioVideoObserver: the audio and video sessions' lifecycle."""
     AddDataMessageObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddDataMessageObserverRequest, _events_pb2.DataMessageEvent]  # type: ignore[assignment]
+    """The seed's DataMessageObserver: the data messages on the requested topics."""
     AddDeviceObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddDeviceObserverRequest, _events_pb2.DeviceEvent]  # type: ignore[assignment]
+    """The seed's DeviceChangeObserver: device list changes and lost devices."""
     AddRealtimeObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddRealtimeObserverRequest, _events_pb2.RealtimeEvent]  # type: ignore[assignment]
+    """The seed's RealtimeObserver: attendees joining, leaving, muting; volumes and signal."""
     AddTileObserver: _aio.UnaryStreamMultiCallable[_session_pb2.AddTileObserverRequest, _events_pb2.TileEvent]  # type: ignore[assignment]
+    """The seed's VideoTileObserver: video tiles added, removed, paused, resized."""
     RemoveObservers: _aio.UnaryUnaryMultiCallable[_session_pb2.RemoveObserversRequest, _session_pb2.RemoveObserversResponse]  # type: ignore[assignment]
-    """End observer streams cleanly (status OK). Without observer_id, every stream of that kind."""
+    """The seed's removeObservers(): ends every observer stream of the session, with status OK."""
     RemoveActiveSpeakerObserver: _aio.UnaryUnaryMultiCallable[_session_pb2.RemoveActiveSpeakerObserverRequest, _session_pb2.RemoveActiveSpeakerObserverResponse]  # type: ignore[assignment]
+    """The seed's removeActiveSpeakerObserver(): ends (OK) the AddActiveSpeakerObserver streams
+    named by observer_id, or all of them when it is empty.
+    """
     RemoveAudioVideoObserver: _aio.UnaryUnaryMultiCallable[_session_pb2.RemoveAudioVideoObserverRequest, _session_pb2.RemoveAudioVideoObserverResponse]  # type: ignore[assignment]
+    """The seed's removeAudioVideoObserver(): ends (OK) the AddAudioVideoObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
     RemoveDataMessageObserver: _aio.UnaryUnaryMultiCallable[_session_pb2.RemoveDataMessageObserverRequest, _session_pb2.RemoveDataMessageObserverResponse]  # type: ignore[assignment]
+    """The seed's removeDataMessageObserver(): ends (OK) the AddDataMessageObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
     RemoveDeviceObserver: _aio.UnaryUnaryMultiCallable[_session_pb2.RemoveDeviceObserverRequest, _session_pb2.RemoveDeviceObserverResponse]  # type: ignore[assignment]
+    """The seed's removeDeviceObserver(): ends (OK) the AddDeviceObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
     RemoveRealtimeObserver: _aio.UnaryUnaryMultiCallable[_session_pb2.RemoveRealtimeObserverRequest, _session_pb2.RemoveRealtimeObserverResponse]  # type: ignore[assignment]
+    """The seed's removeRealtimeObserver(): ends (OK) the AddRealtimeObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
     RemoveTileObserver: _aio.UnaryUnaryMultiCallable[_session_pb2.RemoveTileObserverRequest, _session_pb2.RemoveTileObserverResponse]  # type: ignore[assignment]
+    """The seed's removeTileObserver(): ends (OK) the AddTileObserver streams named by
+    observer_id, or all of them when it is empty.
+    """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """ChimeSession over gRPC. A session is one attendee of one meeting, joined the way the
@@ -135,7 +197,8 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _session_pb2.ListSessionsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.ListSessionsResponse, _abc.Awaitable[_session_pb2.ListSessionsResponse]]: ...
+    ) -> _typing.Union[_session_pb2.ListSessionsResponse, _abc.Awaitable[_session_pb2.ListSessionsResponse]]:
+        """The daemon's sessions, a page at a time, oldest first."""
 
     @_abc_1.abstractmethod
     def DeleteSession(
@@ -150,14 +213,16 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _session_pb2.StartRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.StartResponse, _abc.Awaitable[_session_pb2.StartResponse]]: ...
+    ) -> _typing.Union[_session_pb2.StartResponse, _abc.Awaitable[_session_pb2.StartResponse]]:
+        """The seed's start(): join the meeting (signaling, then media). A stopped session rejoins."""
 
     @_abc_1.abstractmethod
     def Stop(
         self,
         request: _session_pb2.StopRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.StopResponse, _abc.Awaitable[_session_pb2.StopResponse]]: ...
+    ) -> _typing.Union[_session_pb2.StopResponse, _abc.Awaitable[_session_pb2.StopResponse]]:
+        """The seed's stop(): leave the meeting; a no-op when stopped. The session can start again."""
 
     @_abc_1.abstractmethod
     def SendMessage(
@@ -173,9 +238,14 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.AddActiveSpeakerObserverRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_events_pb2.ActiveSpeakerEvent], _abc.AsyncIterator[_events_pb2.ActiveSpeakerEvent]]:
-        """One server-streaming RPC per observer contract. A stream first carries the current
-        state where that has meaning, then changes, until it is removed (OK) or the session is
-        deleted or the daemon stops.
+        """One server-streaming RPC per observer contract, each streaming that contract's event
+        message (events.proto) rather than an Add...Response (see buf.yaml). The response headers
+        arrive as soon as the observer is registered: every event after that reaches the stream.
+        A stream then carries the current state where that has meaning, then changes, until it is
+        removed (OK) or the session is deleted or the daemon stops.
+
+        The seed's ActiveSpeakerObserver: the active speakers, most active first, and scores
+        when asked for.
         """
 
     @_abc_1.abstractmethod
@@ -183,35 +253,40 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _session_pb2.AddAudioVideoObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_events_pb2.AudioVideoEvent], _abc.AsyncIterator[_events_pb2.AudioVideoEvent]]: ...
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.AudioVideoEvent], _abc.AsyncIterator[_events_pb2.AudioVideoEvent]]:
+        """The seed's AudioVideoObserver: the audio and video sessions' lifecycle."""
 
     @_abc_1.abstractmethod
     def AddDataMessageObserver(
         self,
         request: _session_pb2.AddDataMessageObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_events_pb2.DataMessageEvent], _abc.AsyncIterator[_events_pb2.DataMessageEvent]]: ...
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.DataMessageEvent], _abc.AsyncIterator[_events_pb2.DataMessageEvent]]:
+        """The seed's DataMessageObserver: the data messages on the requested topics."""
 
     @_abc_1.abstractmethod
     def AddDeviceObserver(
         self,
         request: _session_pb2.AddDeviceObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_events_pb2.DeviceEvent], _abc.AsyncIterator[_events_pb2.DeviceEvent]]: ...
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.DeviceEvent], _abc.AsyncIterator[_events_pb2.DeviceEvent]]:
+        """The seed's DeviceChangeObserver: device list changes and lost devices."""
 
     @_abc_1.abstractmethod
     def AddRealtimeObserver(
         self,
         request: _session_pb2.AddRealtimeObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_events_pb2.RealtimeEvent], _abc.AsyncIterator[_events_pb2.RealtimeEvent]]: ...
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.RealtimeEvent], _abc.AsyncIterator[_events_pb2.RealtimeEvent]]:
+        """The seed's RealtimeObserver: attendees joining, leaving, muting; volumes and signal."""
 
     @_abc_1.abstractmethod
     def AddTileObserver(
         self,
         request: _session_pb2.AddTileObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_events_pb2.TileEvent], _abc.AsyncIterator[_events_pb2.TileEvent]]: ...
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.TileEvent], _abc.AsyncIterator[_events_pb2.TileEvent]]:
+        """The seed's VideoTileObserver: video tiles added, removed, paused, resized."""
 
     @_abc_1.abstractmethod
     def RemoveObservers(
@@ -219,48 +294,66 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.RemoveObserversRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.RemoveObserversResponse, _abc.Awaitable[_session_pb2.RemoveObserversResponse]]:
-        """End observer streams cleanly (status OK). Without observer_id, every stream of that kind."""
+        """The seed's removeObservers(): ends every observer stream of the session, with status OK."""
 
     @_abc_1.abstractmethod
     def RemoveActiveSpeakerObserver(
         self,
         request: _session_pb2.RemoveActiveSpeakerObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.RemoveActiveSpeakerObserverResponse, _abc.Awaitable[_session_pb2.RemoveActiveSpeakerObserverResponse]]: ...
+    ) -> _typing.Union[_session_pb2.RemoveActiveSpeakerObserverResponse, _abc.Awaitable[_session_pb2.RemoveActiveSpeakerObserverResponse]]:
+        """The seed's removeActiveSpeakerObserver(): ends (OK) the AddActiveSpeakerObserver streams
+        named by observer_id, or all of them when it is empty.
+        """
 
     @_abc_1.abstractmethod
     def RemoveAudioVideoObserver(
         self,
         request: _session_pb2.RemoveAudioVideoObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.RemoveAudioVideoObserverResponse, _abc.Awaitable[_session_pb2.RemoveAudioVideoObserverResponse]]: ...
+    ) -> _typing.Union[_session_pb2.RemoveAudioVideoObserverResponse, _abc.Awaitable[_session_pb2.RemoveAudioVideoObserverResponse]]:
+        """The seed's removeAudioVideoObserver(): ends (OK) the AddAudioVideoObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
 
     @_abc_1.abstractmethod
     def RemoveDataMessageObserver(
         self,
         request: _session_pb2.RemoveDataMessageObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.RemoveDataMessageObserverResponse, _abc.Awaitable[_session_pb2.RemoveDataMessageObserverResponse]]: ...
+    ) -> _typing.Union[_session_pb2.RemoveDataMessageObserverResponse, _abc.Awaitable[_session_pb2.RemoveDataMessageObserverResponse]]:
+        """The seed's removeDataMessageObserver(): ends (OK) the AddDataMessageObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
 
     @_abc_1.abstractmethod
     def RemoveDeviceObserver(
         self,
         request: _session_pb2.RemoveDeviceObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.RemoveDeviceObserverResponse, _abc.Awaitable[_session_pb2.RemoveDeviceObserverResponse]]: ...
+    ) -> _typing.Union[_session_pb2.RemoveDeviceObserverResponse, _abc.Awaitable[_session_pb2.RemoveDeviceObserverResponse]]:
+        """The seed's removeDeviceObserver(): ends (OK) the AddDeviceObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
 
     @_abc_1.abstractmethod
     def RemoveRealtimeObserver(
         self,
         request: _session_pb2.RemoveRealtimeObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.RemoveRealtimeObserverResponse, _abc.Awaitable[_session_pb2.RemoveRealtimeObserverResponse]]: ...
+    ) -> _typing.Union[_session_pb2.RemoveRealtimeObserverResponse, _abc.Awaitable[_session_pb2.RemoveRealtimeObserverResponse]]:
+        """The seed's removeRealtimeObserver(): ends (OK) the AddRealtimeObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
 
     @_abc_1.abstractmethod
     def RemoveTileObserver(
         self,
         request: _session_pb2.RemoveTileObserverRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_session_pb2.RemoveTileObserverResponse, _abc.Awaitable[_session_pb2.RemoveTileObserverResponse]]: ...
+    ) -> _typing.Union[_session_pb2.RemoveTileObserverResponse, _abc.Awaitable[_session_pb2.RemoveTileObserverResponse]]:
+        """The seed's removeTileObserver(): ends (OK) the AddTileObserver streams named by
+        observer_id, or all of them when it is empty.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

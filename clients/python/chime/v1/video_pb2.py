@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from chime.v1 import types_pb2 as chime_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hime/v1/video.proto\x12\x08\x63hime.v1\x1a\x14\x63hime/v1/types.proto\"\'\n\x11StartLocalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12StartLocalResponse\"&\n\x10StopLocalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x13\n\x11StopLocalResponse\"(\n\x12StartRemoteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x15\n\x13StartRemoteResponse\"\'\n\x11StopRemoteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12StopRemoteResponse\"\x18\n\x16GetVideoDevicesRequest\"A\n\x17GetVideoDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.chime.v1.MediaDevice\",\n\x16GetActiveCameraRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x17GetActiveCameraResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"<\n\x13SwitchCameraRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"=\n\x14SwitchCameraResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"n\n\x0f\x42indViewRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\x12%\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\x0f\n\x07max_fps\x18\x04 \x01(\r\"\x8d\x01\n\x10\x42indViewResponse\x12\x0f\n\x07tile_id\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12%\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x14\n\x0ctimestamp_us\x18\x06 \x01(\x03\"8\n\x11UnbindViewRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\"\x14\n\x12UnbindViewResponse*q\n\x0b\x46rameFormat\x12\x1c\n\x18\x46RAME_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46RAME_FORMAT_I420\x10\x01\x12\x16\n\x12\x46RAME_FORMAT_RGB24\x10\x02\x12\x15\n\x11\x46RAME_FORMAT_JPEG\x10\x03\x32\xba\x05\n\x0cVideoService\x12G\n\nStartLocal\x12\x1b.chime.v1.StartLocalRequest\x1a\x1c.chime.v1.StartLocalResponse\x12\x44\n\tStopLocal\x12\x1a.chime.v1.StopLocalRequest\x1a\x1b.chime.v1.StopLocalResponse\x12J\n\x0bStartRemote\x12\x1c.chime.v1.StartRemoteRequest\x1a\x1d.chime.v1.StartRemoteResponse\x12G\n\nStopRemote\x12\x1b.chime.v1.StopRemoteRequest\x1a\x1c.chime.v1.StopRemoteResponse\x12Q\n\nGetDevices\x12 .chime.v1.GetVideoDevicesRequest\x1a!.chime.v1.GetVideoDevicesResponse\x12V\n\x0fGetActiveCamera\x12 .chime.v1.GetActiveCameraRequest\x1a!.chime.v1.GetActiveCameraResponse\x12M\n\x0cSwitchCamera\x12\x1d.chime.v1.SwitchCameraRequest\x1a\x1e.chime.v1.SwitchCameraResponse\x12\x43\n\x08\x42indView\x12\x19.chime.v1.BindViewRequest\x1a\x1a.chime.v1.BindViewResponse0\x01\x12G\n\nUnbindView\x12\x1b.chime.v1.UnbindViewRequest\x1a\x1c.chime.v1.UnbindViewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hime/v1/video.proto\x12\x08\x63hime.v1\x1a\x14\x63hime/v1/types.proto\"\'\n\x11StartLocalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12StartLocalResponse\"&\n\x10StopLocalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x13\n\x11StopLocalResponse\"(\n\x12StartRemoteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x15\n\x13StartRemoteResponse\"\'\n\x11StopRemoteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12StopRemoteResponse\"\x1f\n\x1dVideoServiceGetDevicesRequest\"H\n\x1eVideoServiceGetDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.chime.v1.MediaDevice\",\n\x16GetActiveCameraRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x17GetActiveCameraResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"<\n\x13SwitchCameraRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"=\n\x14SwitchCameraResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"n\n\x0f\x42indViewRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\x12%\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\x0f\n\x07max_fps\x18\x04 \x01(\r\"\x8d\x01\n\x10\x42indViewResponse\x12\x0f\n\x07tile_id\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12%\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x14\n\x0ctimestamp_us\x18\x06 \x01(\x03\"8\n\x11UnbindViewRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\"\x14\n\x12UnbindViewResponse*q\n\x0b\x46rameFormat\x12\x1c\n\x18\x46RAME_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46RAME_FORMAT_I420\x10\x01\x12\x16\n\x12\x46RAME_FORMAT_RGB24\x10\x02\x12\x15\n\x11\x46RAME_FORMAT_JPEG\x10\x03\x32\xc8\x05\n\x0cVideoService\x12G\n\nStartLocal\x12\x1b.chime.v1.StartLocalRequest\x1a\x1c.chime.v1.StartLocalResponse\x12\x44\n\tStopLocal\x12\x1a.chime.v1.StopLocalRequest\x1a\x1b.chime.v1.StopLocalResponse\x12J\n\x0bStartRemote\x12\x1c.chime.v1.StartRemoteRequest\x1a\x1d.chime.v1.StartRemoteResponse\x12G\n\nStopRemote\x12\x1b.chime.v1.StopRemoteRequest\x1a\x1c.chime.v1.StopRemoteResponse\x12_\n\nGetDevices\x12\'.chime.v1.VideoServiceGetDevicesRequest\x1a(.chime.v1.VideoServiceGetDevicesResponse\x12V\n\x0fGetActiveCamera\x12 .chime.v1.GetActiveCameraRequest\x1a!.chime.v1.GetActiveCameraResponse\x12M\n\x0cSwitchCamera\x12\x1d.chime.v1.SwitchCameraRequest\x1a\x1e.chime.v1.SwitchCameraResponse\x12\x43\n\x08\x42indView\x12\x19.chime.v1.BindViewRequest\x1a\x1a.chime.v1.BindViewResponse0\x01\x12G\n\nUnbindView\x12\x1b.chime.v1.UnbindViewRequest\x1a\x1c.chime.v1.UnbindViewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chime.v1.video_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FRAMEFORMAT']._serialized_start=974
-  _globals['_FRAMEFORMAT']._serialized_end=1087
+  _globals['_FRAMEFORMAT']._serialized_start=988
+  _globals['_FRAMEFORMAT']._serialized_end=1101
   _globals['_STARTLOCALREQUEST']._serialized_start=56
   _globals['_STARTLOCALREQUEST']._serialized_end=95
   _globals['_STARTLOCALRESPONSE']._serialized_start=97
@@ -50,26 +50,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOPREMOTEREQUEST']._serialized_end=284
   _globals['_STOPREMOTERESPONSE']._serialized_start=286
   _globals['_STOPREMOTERESPONSE']._serialized_end=306
-  _globals['_GETVIDEODEVICESREQUEST']._serialized_start=308
-  _globals['_GETVIDEODEVICESREQUEST']._serialized_end=332
-  _globals['_GETVIDEODEVICESRESPONSE']._serialized_start=334
-  _globals['_GETVIDEODEVICESRESPONSE']._serialized_end=399
-  _globals['_GETACTIVECAMERAREQUEST']._serialized_start=401
-  _globals['_GETACTIVECAMERAREQUEST']._serialized_end=445
-  _globals['_GETACTIVECAMERARESPONSE']._serialized_start=447
-  _globals['_GETACTIVECAMERARESPONSE']._serialized_end=511
-  _globals['_SWITCHCAMERAREQUEST']._serialized_start=513
-  _globals['_SWITCHCAMERAREQUEST']._serialized_end=573
-  _globals['_SWITCHCAMERARESPONSE']._serialized_start=575
-  _globals['_SWITCHCAMERARESPONSE']._serialized_end=636
-  _globals['_BINDVIEWREQUEST']._serialized_start=638
-  _globals['_BINDVIEWREQUEST']._serialized_end=748
-  _globals['_BINDVIEWRESPONSE']._serialized_start=751
-  _globals['_BINDVIEWRESPONSE']._serialized_end=892
-  _globals['_UNBINDVIEWREQUEST']._serialized_start=894
-  _globals['_UNBINDVIEWREQUEST']._serialized_end=950
-  _globals['_UNBINDVIEWRESPONSE']._serialized_start=952
-  _globals['_UNBINDVIEWRESPONSE']._serialized_end=972
-  _globals['_VIDEOSERVICE']._serialized_start=1090
-  _globals['_VIDEOSERVICE']._serialized_end=1788
+  _globals['_VIDEOSERVICEGETDEVICESREQUEST']._serialized_start=308
+  _globals['_VIDEOSERVICEGETDEVICESREQUEST']._serialized_end=339
+  _globals['_VIDEOSERVICEGETDEVICESRESPONSE']._serialized_start=341
+  _globals['_VIDEOSERVICEGETDEVICESRESPONSE']._serialized_end=413
+  _globals['_GETACTIVECAMERAREQUEST']._serialized_start=415
+  _globals['_GETACTIVECAMERAREQUEST']._serialized_end=459
+  _globals['_GETACTIVECAMERARESPONSE']._serialized_start=461
+  _globals['_GETACTIVECAMERARESPONSE']._serialized_end=525
+  _globals['_SWITCHCAMERAREQUEST']._serialized_start=527
+  _globals['_SWITCHCAMERAREQUEST']._serialized_end=587
+  _globals['_SWITCHCAMERARESPONSE']._serialized_start=589
+  _globals['_SWITCHCAMERARESPONSE']._serialized_end=650
+  _globals['_BINDVIEWREQUEST']._serialized_start=652
+  _globals['_BINDVIEWREQUEST']._serialized_end=762
+  _globals['_BINDVIEWRESPONSE']._serialized_start=765
+  _globals['_BINDVIEWRESPONSE']._serialized_end=906
+  _globals['_UNBINDVIEWREQUEST']._serialized_start=908
+  _globals['_UNBINDVIEWREQUEST']._serialized_end=964
+  _globals['_UNBINDVIEWRESPONSE']._serialized_start=966
+  _globals['_UNBINDVIEWRESPONSE']._serialized_end=986
+  _globals['_VIDEOSERVICE']._serialized_start=1104
+  _globals['_VIDEOSERVICE']._serialized_end=1816
 # @@protoc_insertion_point(module_scope)

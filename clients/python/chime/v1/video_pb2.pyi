@@ -178,7 +178,7 @@ class StopRemoteResponse(_message.Message):
 Global___StopRemoteResponse: _TypeAlias = StopRemoteResponse  # noqa: Y015
 
 @_typing.final
-class GetVideoDevicesRequest(_message.Message):
+class VideoServiceGetDevicesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -190,10 +190,10 @@ class GetVideoDevicesRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetVideoDevicesRequest: _TypeAlias = GetVideoDevicesRequest  # noqa: Y015
+Global___VideoServiceGetDevicesRequest: _TypeAlias = VideoServiceGetDevicesRequest  # noqa: Y015
 
 @_typing.final
-class GetVideoDevicesResponse(_message.Message):
+class VideoServiceGetDevicesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICES_FIELD_NUMBER: _builtins.int
@@ -210,7 +210,7 @@ class GetVideoDevicesResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetVideoDevicesResponse: _TypeAlias = GetVideoDevicesResponse  # noqa: Y015
+Global___VideoServiceGetDevicesResponse: _TypeAlias = VideoServiceGetDevicesResponse  # noqa: Y015
 
 @_typing.final
 class GetActiveCameraRequest(_message.Message):

@@ -27,6 +27,7 @@ if _version_not_supported:
 
 class VideoServiceStub:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
     """
 
     def __init__(self, channel):
@@ -57,8 +58,8 @@ class VideoServiceStub:
                 _registered_method=True)
         self.GetDevices = channel.unary_unary(
                 '/chime.v1.VideoService/GetDevices',
-                request_serializer=chime_dot_v1_dot_video__pb2.GetVideoDevicesRequest.SerializeToString,
-                response_deserializer=chime_dot_v1_dot_video__pb2.GetVideoDevicesResponse.FromString,
+                request_serializer=chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesRequest.SerializeToString,
+                response_deserializer=chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesResponse.FromString,
                 _registered_method=True)
         self.GetActiveCamera = channel.unary_unary(
                 '/chime.v1.VideoService/GetActiveCamera',
@@ -84,58 +85,69 @@ class VideoServiceStub:
 
 class VideoServiceServicer:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
     """
 
     def StartLocal(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's startLocal(): send the camera.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StopLocal(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's stopLocal().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartRemote(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's startRemote(): receive the others' video.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StopRemote(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's stopRemote().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDevices(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+        plain GetDevicesRequest / GetDevicesResponse in this package.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetActiveCamera(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's getActiveCamera().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SwitchCamera(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's switchCamera().
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BindView(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's bindView(): the tile's frames, streamed to the caller.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnbindView(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The seed's unbindView(): ends that tile's BindView streams.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -165,8 +177,8 @@ def add_VideoServiceServicer_to_server(servicer, server):
             ),
             'GetDevices': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDevices,
-                    request_deserializer=chime_dot_v1_dot_video__pb2.GetVideoDevicesRequest.FromString,
-                    response_serializer=chime_dot_v1_dot_video__pb2.GetVideoDevicesResponse.SerializeToString,
+                    request_deserializer=chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesRequest.FromString,
+                    response_serializer=chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesResponse.SerializeToString,
             ),
             'GetActiveCamera': grpc.unary_unary_rpc_method_handler(
                     servicer.GetActiveCamera,
@@ -198,6 +210,7 @@ def add_VideoServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class VideoService:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
     """
 
     @staticmethod
@@ -323,8 +336,8 @@ class VideoService:
             request,
             target,
             '/chime.v1.VideoService/GetDevices',
-            chime_dot_v1_dot_video__pb2.GetVideoDevicesRequest.SerializeToString,
-            chime_dot_v1_dot_video__pb2.GetVideoDevicesResponse.FromString,
+            chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesRequest.SerializeToString,
+            chime_dot_v1_dot_video__pb2.VideoServiceGetDevicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,101 +27,140 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class VideoServiceStub:
-    """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view."""
+    """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> VideoServiceAsyncStub: ...
     StartLocal: _grpc.UnaryUnaryMultiCallable[_video_pb2.StartLocalRequest, _video_pb2.StartLocalResponse]
+    """The seed's startLocal(): send the camera."""
     StopLocal: _grpc.UnaryUnaryMultiCallable[_video_pb2.StopLocalRequest, _video_pb2.StopLocalResponse]
+    """The seed's stopLocal()."""
     StartRemote: _grpc.UnaryUnaryMultiCallable[_video_pb2.StartRemoteRequest, _video_pb2.StartRemoteResponse]
+    """The seed's startRemote(): receive the others' video."""
     StopRemote: _grpc.UnaryUnaryMultiCallable[_video_pb2.StopRemoteRequest, _video_pb2.StopRemoteResponse]
-    GetDevices: _grpc.UnaryUnaryMultiCallable[_video_pb2.GetVideoDevicesRequest, _video_pb2.GetVideoDevicesResponse]
+    """The seed's stopRemote()."""
+    GetDevices: _grpc.UnaryUnaryMultiCallable[_video_pb2.VideoServiceGetDevicesRequest, _video_pb2.VideoServiceGetDevicesResponse]
+    """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+    plain GetDevicesRequest / GetDevicesResponse in this package.
+    """
     GetActiveCamera: _grpc.UnaryUnaryMultiCallable[_video_pb2.GetActiveCameraRequest, _video_pb2.GetActiveCameraResponse]
+    """The seed's getActiveCamera()."""
     SwitchCamera: _grpc.UnaryUnaryMultiCallable[_video_pb2.SwitchCameraRequest, _video_pb2.SwitchCameraResponse]
+    """The seed's switchCamera()."""
     BindView: _grpc.UnaryStreamMultiCallable[_video_pb2.BindViewRequest, _video_pb2.BindViewResponse]
+    """The seed's bindView(): the tile's frames, streamed to the caller."""
     UnbindView: _grpc.UnaryUnaryMultiCallable[_video_pb2.UnbindViewRequest, _video_pb2.UnbindViewResponse]
+    """The seed's unbindView(): ends that tile's BindView streams."""
 
 @_typing.type_check_only
 class VideoServiceAsyncStub(VideoServiceStub):
-    """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view."""
+    """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartLocal: _aio.UnaryUnaryMultiCallable[_video_pb2.StartLocalRequest, _video_pb2.StartLocalResponse]  # type: ignore[assignment]
+    """The seed's startLocal(): send the camera."""
     StopLocal: _aio.UnaryUnaryMultiCallable[_video_pb2.StopLocalRequest, _video_pb2.StopLocalResponse]  # type: ignore[assignment]
+    """The seed's stopLocal()."""
     StartRemote: _aio.UnaryUnaryMultiCallable[_video_pb2.StartRemoteRequest, _video_pb2.StartRemoteResponse]  # type: ignore[assignment]
+    """The seed's startRemote(): receive the others' video."""
     StopRemote: _aio.UnaryUnaryMultiCallable[_video_pb2.StopRemoteRequest, _video_pb2.StopRemoteResponse]  # type: ignore[assignment]
-    GetDevices: _aio.UnaryUnaryMultiCallable[_video_pb2.GetVideoDevicesRequest, _video_pb2.GetVideoDevicesResponse]  # type: ignore[assignment]
+    """The seed's stopRemote()."""
+    GetDevices: _aio.UnaryUnaryMultiCallable[_video_pb2.VideoServiceGetDevicesRequest, _video_pb2.VideoServiceGetDevicesResponse]  # type: ignore[assignment]
+    """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+    plain GetDevicesRequest / GetDevicesResponse in this package.
+    """
     GetActiveCamera: _aio.UnaryUnaryMultiCallable[_video_pb2.GetActiveCameraRequest, _video_pb2.GetActiveCameraResponse]  # type: ignore[assignment]
+    """The seed's getActiveCamera()."""
     SwitchCamera: _aio.UnaryUnaryMultiCallable[_video_pb2.SwitchCameraRequest, _video_pb2.SwitchCameraResponse]  # type: ignore[assignment]
+    """The seed's switchCamera()."""
     BindView: _aio.UnaryStreamMultiCallable[_video_pb2.BindViewRequest, _video_pb2.BindViewResponse]  # type: ignore[assignment]
+    """The seed's bindView(): the tile's frames, streamed to the caller."""
     UnbindView: _aio.UnaryUnaryMultiCallable[_video_pb2.UnbindViewRequest, _video_pb2.UnbindViewResponse]  # type: ignore[assignment]
+    """The seed's unbindView(): ends that tile's BindView streams."""
 
 class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view."""
+    """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
+    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    """
 
     @_abc_1.abstractmethod
     def StartLocal(
         self,
         request: _video_pb2.StartLocalRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.StartLocalResponse, _abc.Awaitable[_video_pb2.StartLocalResponse]]: ...
+    ) -> _typing.Union[_video_pb2.StartLocalResponse, _abc.Awaitable[_video_pb2.StartLocalResponse]]:
+        """The seed's startLocal(): send the camera."""
 
     @_abc_1.abstractmethod
     def StopLocal(
         self,
         request: _video_pb2.StopLocalRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.StopLocalResponse, _abc.Awaitable[_video_pb2.StopLocalResponse]]: ...
+    ) -> _typing.Union[_video_pb2.StopLocalResponse, _abc.Awaitable[_video_pb2.StopLocalResponse]]:
+        """The seed's stopLocal()."""
 
     @_abc_1.abstractmethod
     def StartRemote(
         self,
         request: _video_pb2.StartRemoteRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.StartRemoteResponse, _abc.Awaitable[_video_pb2.StartRemoteResponse]]: ...
+    ) -> _typing.Union[_video_pb2.StartRemoteResponse, _abc.Awaitable[_video_pb2.StartRemoteResponse]]:
+        """The seed's startRemote(): receive the others' video."""
 
     @_abc_1.abstractmethod
     def StopRemote(
         self,
         request: _video_pb2.StopRemoteRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.StopRemoteResponse, _abc.Awaitable[_video_pb2.StopRemoteResponse]]: ...
+    ) -> _typing.Union[_video_pb2.StopRemoteResponse, _abc.Awaitable[_video_pb2.StopRemoteResponse]]:
+        """The seed's stopRemote()."""
 
     @_abc_1.abstractmethod
     def GetDevices(
         self,
-        request: _video_pb2.GetVideoDevicesRequest,
+        request: _video_pb2.VideoServiceGetDevicesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.GetVideoDevicesResponse, _abc.Awaitable[_video_pb2.GetVideoDevicesResponse]]: ...
+    ) -> _typing.Union[_video_pb2.VideoServiceGetDevicesResponse, _abc.Awaitable[_video_pb2.VideoServiceGetDevicesResponse]]:
+        """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+        plain GetDevicesRequest / GetDevicesResponse in this package.
+        """
 
     @_abc_1.abstractmethod
     def GetActiveCamera(
         self,
         request: _video_pb2.GetActiveCameraRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.GetActiveCameraResponse, _abc.Awaitable[_video_pb2.GetActiveCameraResponse]]: ...
+    ) -> _typing.Union[_video_pb2.GetActiveCameraResponse, _abc.Awaitable[_video_pb2.GetActiveCameraResponse]]:
+        """The seed's getActiveCamera()."""
 
     @_abc_1.abstractmethod
     def SwitchCamera(
         self,
         request: _video_pb2.SwitchCameraRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.SwitchCameraResponse, _abc.Awaitable[_video_pb2.SwitchCameraResponse]]: ...
+    ) -> _typing.Union[_video_pb2.SwitchCameraResponse, _abc.Awaitable[_video_pb2.SwitchCameraResponse]]:
+        """The seed's switchCamera()."""
 
     @_abc_1.abstractmethod
     def BindView(
         self,
         request: _video_pb2.BindViewRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_video_pb2.BindViewResponse], _abc.AsyncIterator[_video_pb2.BindViewResponse]]: ...
+    ) -> _typing.Union[_abc.Iterator[_video_pb2.BindViewResponse], _abc.AsyncIterator[_video_pb2.BindViewResponse]]:
+        """The seed's bindView(): the tile's frames, streamed to the caller."""
 
     @_abc_1.abstractmethod
     def UnbindView(
         self,
         request: _video_pb2.UnbindViewRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_video_pb2.UnbindViewResponse, _abc.Awaitable[_video_pb2.UnbindViewResponse]]: ...
+    ) -> _typing.Union[_video_pb2.UnbindViewResponse, _abc.Awaitable[_video_pb2.UnbindViewResponse]]:
+        """The seed's unbindView(): ends that tile's BindView streams."""
 
 def add_VideoServiceServicer_to_server(servicer: VideoServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

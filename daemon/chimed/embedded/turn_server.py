@@ -1,228 +1,41 @@
-"""The embedded service's TURN relay: RFC 8656 over UDP, loopback only.
+"""The embedded service's TURN server (RFC 8656 over UDP) as a sans-I/O state machine:
+datagrams and a clock in, datagrams out (`TurnRelay` in turn_relay.py owns the sockets).
 
-`TurnServer` is a plain state machine (datagrams and a clock in, datagrams out); `TurnRelay` is
-the asyncio adapter that owns the sockets. Credentials are time-limited and stateless: the
-username is "<expiry-unix>:<attendee-id>" and the password the base64 HMAC-SHA1 of it under a
-per-relay secret, so the signaling server can hand them out in JOIN_ACK without the relay keeping
-a list. Relayed addresses are on 127.0.0.1 and the relay only ever talks to loopback peers: a
-permission or channel for any other address is refused (403), so no packet can leave the host.
+Credentials are time-limited and stateless: the username is "<expiry-unix>:<attendee-id>" and
+the password the base64 HMAC-SHA1 of it under a per-relay secret, so the signaling server can
+hand them out in JOIN_ACK without the relay keeping a list. Relayed addresses are on 127.0.0.1
+and the relay only ever talks to loopback peers: a permission or channel for any other address
+is refused (403), so no packet can leave the host.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import binascii
-import enum
 import hashlib
 import hmac
-import ipaddress
 import secrets
-import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-Addr = tuple[str, int]
-Attrs = Sequence[tuple[int, bytes]]
-
-# --- STUN codec (RFC 8489): just what a TURN server needs --------------------------------------
-
-MAGIC_COOKIE = 0x2112A442
-_COOKIE_BYTES = struct.pack("!I", MAGIC_COOKIE)
-_HEADER = struct.Struct("!HHI12s")
-_ATTR = struct.Struct("!HH")
-_FINGERPRINT_XOR = 0x5354554E
-
-
-class Method(enum.IntEnum):
-    BINDING = 0x001
-    ALLOCATE = 0x003
-    REFRESH = 0x004
-    SEND = 0x006
-    DATA = 0x007
-    CREATE_PERMISSION = 0x008
-    CHANNEL_BIND = 0x009
-
-
-class Class(enum.IntEnum):
-    REQUEST = 0x000
-    INDICATION = 0x010
-    SUCCESS = 0x100
-    ERROR = 0x110
-
-
-class Attr(enum.IntEnum):
-    USERNAME = 0x0006
-    MESSAGE_INTEGRITY = 0x0008
-    ERROR_CODE = 0x0009
-    UNKNOWN_ATTRIBUTES = 0x000A
-    CHANNEL_NUMBER = 0x000C
-    LIFETIME = 0x000D
-    XOR_PEER_ADDRESS = 0x0012
-    DATA = 0x0013
-    REALM = 0x0014
-    NONCE = 0x0015
-    XOR_RELAYED_ADDRESS = 0x0016
-    REQUESTED_ADDRESS_FAMILY = 0x0017
-    REQUESTED_TRANSPORT = 0x0019
-    DONT_FRAGMENT = 0x001A
-    XOR_MAPPED_ADDRESS = 0x0020
-    SOFTWARE = 0x8022
-    FINGERPRINT = 0x8028
-
-
-# Comprehension-required attributes (< 0x8000) this server understands; any other one in a
-# request is answered with 420. DONT-FRAGMENT is accepted: loopback never fragments.
-_UNDERSTOOD = frozenset(a.value for a in Attr if a < 0x8000)
-
-_REASONS = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    420: "Unknown Attribute",
-    437: "Allocation Mismatch",
-    438: "Stale Nonce",
-    440: "Address Family not Supported",
-    441: "Wrong Credentials",
-    442: "Unsupported Transport Protocol",
-    443: "Peer Address Family Mismatch",
-    486: "Allocation Quota Reached",
-    508: "Insufficient Capacity",
-}
-
-
-@dataclass(slots=True)
-class StunMessage:
-    method: int
-    cls: int
-    transaction_id: bytes
-    # Attributes before MESSAGE-INTEGRITY, in order (later ones are not authenticated).
-    attributes: list[tuple[int, bytes]]
-    integrity: bytes | None = None
-    # The bytes MESSAGE-INTEGRITY covers, length field already adjusted.
-    signed: bytes = b""
-
-    def get(self, attr: int) -> bytes | None:
-        for kind, value in self.attributes:
-            if kind == attr:
-                return value
-        return None
-
-    def get_all(self, attr: int) -> list[bytes]:
-        return [value for kind, value in self.attributes if kind == attr]
-
-
-def _pad(length: int) -> int:
-    return -length % 4
-
-
-def parse_stun(data: bytes) -> StunMessage:
-    """Decode a STUN message; ValueError when it is not a well-formed one."""
-    if len(data) < 20 or data[0] & 0xC0:
-        raise ValueError("not a STUN message")
-    kind, length, cookie, tid = _HEADER.unpack_from(data)
-    if cookie != MAGIC_COOKIE or length % 4 or len(data) != 20 + length:
-        raise ValueError("bad STUN header")
-    method = (kind & 0x000F) | ((kind & 0x00E0) >> 1) | ((kind & 0x3E00) >> 2)
-    message = StunMessage(method, kind & 0x0110, tid, [])
-    pos = 20
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise ValueError("truncated STUN attribute")
-        attr, size = _ATTR.unpack_from(data, pos)
-        value = data[pos + 4 : pos + 4 + size]
-        if len(value) != size:
-            raise ValueError("truncated STUN attribute")
-        if attr == Attr.FINGERPRINT:
-            expected = _fingerprint(data[:pos])
-            if size != 4 or struct.unpack("!I", value)[0] != expected:
-                raise ValueError("STUN fingerprint mismatch")
-            break
-        if message.integrity is None:
-            if attr == Attr.MESSAGE_INTEGRITY:
-                if size != 20:
-                    raise ValueError("bad MESSAGE-INTEGRITY")
-                message.integrity = value
-                message.signed = _with_length(data[:pos], pos - 20 + 24)
-            else:
-                message.attributes.append((attr, value))
-        pos += 4 + size + _pad(size)
-    return message
-
-
-def _with_length(head: bytes, length: int) -> bytes:
-    return head[:2] + struct.pack("!H", length) + head[4:]
-
-
-def _fingerprint(head: bytes) -> int:
-    return (binascii.crc32(_with_length(head, len(head) - 20 + 8)) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
-
-
-def _integrity(signed: bytes, key: bytes) -> bytes:
-    return hmac.new(key, signed, hashlib.sha1).digest()
-
-
-def build_stun(
-    method: int,
-    cls: int,
-    transaction_id: bytes,
-    attributes: Attrs,
-    key: bytes | None = None,
-    fingerprint: bool = True,
-) -> bytes:
-    """Encode a STUN message, signed with `key` (long-term credential) when given."""
-    kind = (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | cls
-    body = b"".join(
-        _ATTR.pack(attr, len(value)) + value + bytes(_pad(len(value))) for attr, value in attributes
-    )
-    data = _HEADER.pack(kind, len(body), MAGIC_COOKIE, transaction_id) + body
-    if key is not None:
-        digest = _integrity(_with_length(data, len(data) - 20 + 24), key)
-        data = _with_length(data, len(data) - 20 + 24) + _ATTR.pack(Attr.MESSAGE_INTEGRITY, 20)
-        data += digest
-    if fingerprint:
-        crc = _fingerprint(data)
-        data = _with_length(data, len(data) - 20 + 8) + _ATTR.pack(Attr.FINGERPRINT, 4)
-        data += struct.pack("!I", crc)
-    return data
-
-
-def pack_xor_address(addr: Addr, transaction_id: bytes) -> bytes:
-    ip = ipaddress.ip_address(addr[0])
-    port = addr[1] ^ (MAGIC_COOKIE >> 16)
-    mask = _COOKIE_BYTES if ip.version == 4 else _COOKIE_BYTES + transaction_id
-    raw = bytes(a ^ b for a, b in zip(ip.packed, mask, strict=True))
-    return struct.pack("!BBH", 0, 1 if ip.version == 4 else 2, port) + raw
-
-
-def unpack_xor_address(value: bytes, transaction_id: bytes) -> Addr:
-    if len(value) not in (8, 20):
-        raise ValueError("bad address length")
-    family, port = struct.unpack_from("!xBH", value)
-    if (family, len(value)) not in ((1, 8), (2, 20)):
-        raise ValueError("bad address family")
-    mask = _COOKIE_BYTES if family == 1 else _COOKIE_BYTES + transaction_id
-    raw = bytes(a ^ b for a, b in zip(value[4:], mask, strict=True))
-    return str(ipaddress.ip_address(raw)), port ^ (MAGIC_COOKIE >> 16)
-
-
-def _u32(value: int) -> bytes:
-    return struct.pack("!I", value)
-
-
-def _error_code(code: int) -> bytes:
-    return struct.pack("!HBB", 0, code // 100, code % 100) + _REASONS[code].encode()
-
-
-def is_loopback_v4(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.version == 4 and ip.is_loopback
-
+from chimed.embedded.stun import (
+    UNDERSTOOD,
+    Addr,
+    Attr,
+    Attrs,
+    Class,
+    Method,
+    StunMessage,
+    build_stun,
+    error_code_value,
+    integrity_of,
+    pack_xor_address,
+    parse_stun,
+    u32,
+    unpack_xor_address,
+)
+from chimed.loopback import is_loopback
 
 # --- credentials -------------------------------------------------------------------------------
 
@@ -234,7 +47,7 @@ class TurnCredentials:
     username: str
     password: str
     ttl: int
-    uris: tuple[str, ...]
+    uris: Sequence[str]
 
 
 class CredentialIssuer:
@@ -324,10 +137,6 @@ class TurnStats:
     bytes_to_peers: int = 0
     packets_to_clients: int = 0
     bytes_to_clients: int = 0
-
-    @property
-    def bytes_relayed(self) -> int:
-        return self.bytes_to_peers + self.bytes_to_clients
 
 
 class _Reject(Exception):
@@ -437,7 +246,7 @@ class TurnServer:
         except ValueError:
             return []
         # Permissions only ever hold loopback addresses; check again anyway, it is cheap.
-        if not is_loopback_v4(peer[0]) or not allocation.permitted(peer[0], now):
+        if not is_loopback(peer[0], ipv4_only=True) or not allocation.permitted(peer[0], now):
             return []
         self.stats.packets_to_peers += 1
         self.stats.bytes_to_peers += len(data)
@@ -463,7 +272,7 @@ class TurnServer:
             self.stats.auth_failures += 1
             return self._error(message, reject.code, None, reject.extra)
         try:
-            unknown = [a for a, _ in message.attributes if a < 0x8000 and a not in _UNDERSTOOD]
+            unknown = [a for a, _ in message.attributes if a < 0x8000 and a not in UNDERSTOOD]
             if unknown:
                 raise _Reject(420, [(Attr.UNKNOWN_ATTRIBUTES, _unknown_list(unknown))])
             if message.method == Method.ALLOCATE:
@@ -503,7 +312,7 @@ class TurnServer:
         if password is None:
             raise _Reject(401, challenge)
         key = integrity_key(name, self.realm, password)
-        if not hmac.compare_digest(message.integrity, _integrity(message.signed, key)):
+        if not hmac.compare_digest(message.integrity, integrity_of(message.signed, key)):
             raise _Reject(401, challenge)
         return name, key
 
@@ -550,7 +359,7 @@ class TurnServer:
         tid = message.transaction_id
         attrs = [
             (Attr.XOR_RELAYED_ADDRESS, pack_xor_address(relay, tid)),
-            (Attr.LIFETIME, _u32(int(lifetime))),
+            (Attr.LIFETIME, u32(int(lifetime))),
             (Attr.XOR_MAPPED_ADDRESS, pack_xor_address(addr, tid)),
         ]
         response = self._success(message, attrs, key)
@@ -576,7 +385,7 @@ class TurnServer:
             self._remove(allocation)
         else:
             allocation.expires = now + lifetime
-        return self._success(message, [(Attr.LIFETIME, _u32(int(lifetime)))], key)
+        return self._success(message, [(Attr.LIFETIME, u32(int(lifetime)))], key)
 
     def _peers(self, message: StunMessage) -> list[Addr]:
         values = message.get_all(Attr.XOR_PEER_ADDRESS)
@@ -588,7 +397,7 @@ class TurnServer:
             raise _Reject(400) from None
         if any(":" in host for host, _ in peers):
             raise _Reject(443)
-        if not all(is_loopback_v4(host) for host, _ in peers):
+        if not all(is_loopback(host, ipv4_only=True) for host, _ in peers):
             raise _Reject(403)
         return peers
 
@@ -635,7 +444,7 @@ class TurnServer:
         extra: Attrs = (),
     ) -> bytes:
         attrs = [
-            (Attr.ERROR_CODE, _error_code(code)),
+            (Attr.ERROR_CODE, error_code_value(code)),
             *extra,
             (Attr.SOFTWARE, self._software),
         ]
@@ -681,193 +490,3 @@ class TurnServer:
 
 def _unknown_list(attrs: list[int]) -> bytes:
     return b"".join(struct.pack("!H", a) for a in attrs)
-
-
-# --- the asyncio adapter -----------------------------------------------------------------------
-
-RELAY_HOST = "127.0.0.1"
-_READ_BATCH = 64  # datagrams read per wake-up of one relay socket, so one peer cannot starve others
-
-
-class _ServerProtocol(asyncio.DatagramProtocol):
-    def __init__(self, relay: TurnRelay) -> None:
-        self._relay = relay
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._relay._from_client(data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP unreachable from a client that went away: nothing to do
-
-
-class TurnRelay:
-    """The TURN relay on a UDP socket, relay sockets on 127.0.0.1.
-
-    relay = TurnRelay(); await relay.start()
-    creds = relay.issue_credentials(attendee_id)   # for JOIN_ACK.turn_credentials
-    await relay.stop()
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        realm: str = "chimed",
-        *,
-        credential_ttl: int = 86400,
-        default_lifetime: float = 600.0,
-        max_allocations: int = 1000,
-    ) -> None:
-        self._host = host
-        self._port = port
-        self._credential_ttl = credential_ttl
-        self._server = TurnServer(
-            realm=realm,
-            secret=secrets.token_bytes(32),
-            bind_relay=self._bind_relay,
-            default_lifetime=default_lifetime,
-            max_allocations=max_allocations,
-        )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._transport: asyncio.DatagramTransport | None = None
-        self._relays: dict[Addr, socket.socket] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._release_listeners: list[Callable[[Addr], None]] = []
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _ServerProtocol(self), local_addr=(self._host, self._port)
-        )
-        self._transport = transport
-        self._port = transport.get_extra_info("sockname")[1]
-
-    async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._apply(self._server.close())
-        for addr in list(self._relays):
-            self._close_relay(addr)
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def uris(self) -> tuple[str, ...]:
-        host = RELAY_HOST if self._host in ("", "0.0.0.0") else self._host
-        if ":" in host:
-            host = f"[{host}]"
-        return (f"turn:{host}:{self._port}?transport=udp",)
-
-    @property
-    def server(self) -> TurnServer:
-        return self._server
-
-    @property
-    def stats(self) -> TurnStats:
-        return self._server.stats
-
-    @property
-    def allocations(self) -> int:
-        """Allocations alive now."""
-        return self._server.allocations
-
-    @property
-    def relay_sockets(self) -> int:
-        return len(self._relays)
-
-    def add_release_listener(self, callback: Callable[[Addr], None]) -> None:
-        """Call `callback(relayed_address)` whenever an allocation's relay socket is closed."""
-        self._release_listeners.append(callback)
-
-    def issue_credentials(self, attendee_id: str, ttl: int | None = None) -> TurnCredentials:
-        """Credentials for one attendee's JOIN_ACK, good for new allocations until `ttl` passes."""
-        if self._transport is None:
-            raise RuntimeError("the TURN relay is not started")
-        ttl = self._credential_ttl if ttl is None else ttl
-        username, password = self._server.issuer.issue(attendee_id, ttl, time.time())
-        return TurnCredentials(username, password, max(ttl, 0), self.uris)
-
-    # I/O
-
-    def _now(self) -> float:
-        assert self._loop is not None
-        return self._loop.time()
-
-    def _from_client(self, data: bytes, addr: Addr) -> None:
-        self._apply(self._server.datagram_from_client(data, addr, self._now()))
-        if data[:1] and not data[0] & 0xC0:
-            self._arm()  # a STUN message may have moved a deadline; channel data never does
-
-    def _relay_readable(self, sock: socket.socket, relay: Addr) -> None:
-        now = self._now()
-        for _ in range(_READ_BATCH):
-            try:
-                data, addr = sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # ICMP unreachable from an earlier send: the next datagram may be fine
-            self._apply(self._server.datagram_from_peer(relay, data, (addr[0], addr[1]), now))
-
-    def _apply(self, outputs: list[Output]) -> None:
-        for out in outputs:
-            if isinstance(out, ToPeer):
-                sock = self._relays.get(out.relay)
-                # The state machine admits loopback peers only; refuse anything else here too.
-                if sock is None or not is_loopback_v4(out.addr[0]):
-                    continue
-                try:
-                    sock.sendto(out.data, out.addr)
-                except OSError:
-                    pass  # a full buffer or an unreachable peer: UDP drops it
-            elif isinstance(out, ToClient):
-                if self._transport is not None:
-                    self._transport.sendto(out.data, out.addr)
-            else:
-                self._close_relay(out.relay)
-
-    def _bind_relay(self) -> Addr | None:
-        assert self._loop is not None
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.bind((RELAY_HOST, 0))
-            addr: Addr = sock.getsockname()
-            self._loop.add_reader(sock.fileno(), self._relay_readable, sock, addr)
-        except OSError:
-            sock.close()
-            return None
-        self._relays[addr] = sock
-        return addr
-
-    def _close_relay(self, addr: Addr) -> None:
-        sock = self._relays.pop(addr, None)
-        if sock is None:
-            return
-        if self._loop is not None:
-            self._loop.remove_reader(sock.fileno())
-        sock.close()
-        for callback in self._release_listeners:
-            callback(addr)
-
-    def _arm(self) -> None:
-        deadline = self._server.next_deadline()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() <= deadline:
-                return  # the armed timer fires first anyway, and re-arms
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None and self._loop is not None:
-            self._timer = self._loop.call_at(deadline, self._expire, deadline)
-
-    def _expire(self, deadline: float) -> None:
-        self._timer = None
-        # asyncio may run a timer up to its clock resolution early.
-        self._apply(self._server.expire(max(self._now(), deadline)))
-        self._arm()

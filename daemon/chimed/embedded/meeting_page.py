@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from chimed.embedded.registry import Registry
+from chimed.embedded.meetings import Registry
 
 DIST_DIR = Path(__file__).parent / "web" / "dist"
 NAME_MIN, NAME_MAX = 2, 64

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_REGION = "us-east-1"
-CAPABILITY_VALUES = ("SendReceive", "Send", "Receive", "None")
 
 
 @dataclass

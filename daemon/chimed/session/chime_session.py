@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,8 @@ from chime.v1 import events_pb2, session_pb2, types_pb2
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from chimed.config import LOOPBACK_MEDIA, MediaConfig
+from chimed.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 from chimed.media.peer import AudioConsumer, ChimePeer
 from chimed.session import status as st
 from chimed.session.config import SessionConfig
@@ -32,6 +33,7 @@ from chimed.session.events import EventSink, ObserverKind
 from chimed.session.roster import Roster
 from chimed.signaling import messages
 from chimed.signaling.client import SignalingClient, SignalingError, SignalingRejected
+from chimed.signaling.data_limits import MAX_DATA_BYTES, TOPIC_PATTERN, valid_topic
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +46,13 @@ STARTED = session_pb2.SESSION_STATE_STARTED
 STOPPING = session_pb2.SESSION_STATE_STOPPING
 STOPPED = session_pb2.SESSION_STATE_STOPPED
 
-TOPIC_RE = re.compile(r"[a-zA-Z0-9_-]{1,36}")
-MAX_DATA_BYTES = 2048
 MAX_LIFETIME_MS = 0xFFFFFFFF
 JOIN_TIMEOUT_S = 15.0
 LEAVE_ACK_TIMEOUT_S = 2.0
 
 
-class SessionStateError(Exception):
-    """The session is not in a state that allows the call (FAILED_PRECONDITION)."""
+class SessionStateError(FailedPrecondition):
+    """The session is not in a state that allows the call."""
 
 
 class SessionStoppedError(SessionStateError):
@@ -68,14 +68,21 @@ def state_name(state: State) -> str:
     return session_pb2.SessionState.Name(state).removeprefix("SESSION_STATE_")
 
 
-def validate_data_message(topic: str, data: bytes, lifetime_ms: int) -> None:
-    """The limits the SDK and the service enforce, as ValueErrors that say which one."""
-    if not TOPIC_RE.fullmatch(topic):
-        raise ValueError(f"topic {topic!r} must match ^[a-zA-Z0-9_-]{{1,36}}$")
+def validate_data_message(
+    topic: str, data: bytes, lifetime_ms: int, data_name: str = "data"
+) -> None:
+    """The limits the SDK and the service enforce, as InvalidArguments that say which one
+    (`data_name`: what the caller calls the payload)."""
+    if not valid_topic(topic):
+        raise InvalidArgument(f"topic {topic!r} must match {TOPIC_PATTERN}")
     if len(data) > MAX_DATA_BYTES:
-        raise ValueError(f"data is {len(data)} bytes; at most {MAX_DATA_BYTES} are allowed")
+        raise InvalidArgument(
+            f"{data_name} is {len(data)} bytes; at most {MAX_DATA_BYTES} are allowed"
+        )
     if not 0 <= lifetime_ms <= MAX_LIFETIME_MS:
-        raise ValueError(f"lifetime_ms must be between 0 and {MAX_LIFETIME_MS}, not {lifetime_ms}")
+        raise InvalidArgument(
+            f"lifetime_ms must be between 0 and {MAX_LIFETIME_MS}, not {lifetime_ms}"
+        )
 
 
 def json_object(data: bytes) -> struct_pb2.Struct | None:
@@ -137,8 +144,10 @@ class ChimeSession:
         join_timeout: float = JOIN_TIMEOUT_S,
         audio_input: MediaStreamTrack | None = None,
         audio_output: AudioConsumer | None = None,
+        media: MediaConfig = LOOPBACK_MEDIA,
     ) -> None:
         self.config = config
+        self.media = media  # its peer's ICE settings, jitter depth and Opus complexity
         self._sink = sink
         self._join_timeout = join_timeout
         self._audio_input = audio_input
@@ -168,6 +177,11 @@ class ChimeSession:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def peer(self) -> ChimePeer | None:
+        """The media connection while one exists (joining or joined)."""
+        return self._peer
 
     @property
     def muted(self) -> bool:
@@ -221,7 +235,8 @@ class ChimeSession:
         self._join_task = asyncio.create_task(self._join(), name="chimed-session-join")
 
     async def wait_started(self, timeout: float) -> None:  # noqa: ASYNC109 (the API's shape)
-        """Until STARTED; SessionStoppedError if it stopped instead, TimeoutError after timeout."""
+        """Until STARTED; SessionStoppedError if it stopped instead, DeadlineExceeded after
+        `timeout` seconds."""
         if self._state == STARTED:
             return
         if self._state == CREATED or self._started is None:
@@ -234,7 +249,7 @@ class ChimeSession:
         try:
             await asyncio.wait_for(asyncio.shield(self._started), timeout)
         except TimeoutError:
-            raise TimeoutError(
+            raise DeadlineExceeded(
                 f"session did not start within {timeout:g} s (waiting for {self._step})"
             ) from None
 
@@ -261,7 +276,8 @@ class ChimeSession:
         signaling = self._signaling
         if self._state != STARTED or signaling is None:
             raise SessionStateError(
-                f"session is {state_name(self._state)}; data messages need a STARTED session"
+                f"session is {state_name(self._state)}; start it first (data messages need a "
+                "STARTED session)"
             )
         try:
             await signaling.send(messages.data_message(topic, data, lifetime_ms))
@@ -336,6 +352,7 @@ class ChimeSession:
             audio_input=self._audio_input,
             audio_output=self._audio_output,
             muted=self._muted,
+            media=self.media,
         )
         self._step = "ICE gathering"
         offer = await self._peer.create_offer()

@@ -1,4 +1,5 @@
-"""Video device ids: parsing, listing (as chime.v1 MediaDevice) and opening.
+"""Video device ids: their syntax, the virtual sources and their parameters, and parsing
+(video_opening.py opens them, video_listing.py lists them).
 
 Device ids:
   virtual:pattern[?width=640&height=480&fps=15]   a moving test pattern with a label
@@ -16,34 +17,20 @@ InvalidArgument naming the parameter.
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
-from chime.v1 import types_pb2
-
-from chimed.devices.video_inputs import (
-    X11_SOCKETS,
-    CameraSource,
-    FileSource,
-    FramesSource,
-    PatternSource,
-    ScreenSource,
-    VideoInput,
-    check_fps,
-    check_size,
-)
+from chimed.devices.video_inputs import check_fps, check_size
 from chimed.errors import InvalidArgument, NotFound
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 640, 480, 15.0
 
 T = TypeVar("T")
 
-_VIRTUAL = {
+VIRTUAL_SOURCES = {
     "pattern": "Test pattern (virtual:pattern?width=640&height=480&fps=15)",
     "file": "Video file (virtual:file?path=...&loop=1)",
     "frames": "Frames from the API (virtual:frames?width=640&height=480)",
@@ -87,9 +74,9 @@ def parse(device_id: str) -> VideoDeviceId:
     except ValueError as exc:
         raise InvalidArgument(f"malformed parameters in video device id {device_id!r}") from exc
     kind = name if scheme == "virtual" else scheme
-    if scheme == "virtual" and name not in _VIRTUAL:
+    if scheme == "virtual" and name not in VIRTUAL_SOURCES:
         raise NotFound(
-            f"unknown video device {device_id!r}; virtual sources: {', '.join(_VIRTUAL)}"
+            f"unknown video device {device_id!r}; virtual sources: {', '.join(VIRTUAL_SOURCES)}"
         )
     if scheme == "x11" and not _DISPLAY.fullmatch(name):
         raise InvalidArgument(f"{device_id}: the display must look like ':99' or 'host:0.0'")
@@ -152,68 +139,3 @@ def _boolean(text: str) -> bool:
     if text.lower() in ("0", "false", "no", ""):
         return False
     raise ValueError(text)
-
-
-def blocks(device_id: str) -> bool:
-    """Whether opening `device_id` blocks (a file decodes its first frame, a screen or camera
-    connects), so that an event loop should open it in a worker thread."""
-    return device_id.startswith(("virtual:file", "x11:", "v4l2:"))
-
-
-def open_video_input(device_id: str, label: str = "") -> VideoInput:
-    """The video track for `device_id`; `label` is what a pattern shows (the external user id).
-    Blocking for the ids that `blocks`."""
-    parsed = parse(device_id)
-    size = (parsed.width, parsed.height) if parsed.width and parsed.height else None
-    if parsed.scheme == "x11":
-        return ScreenSource(parsed.name, parsed.fps, size)
-    if parsed.scheme == "v4l2":
-        return CameraSource(parsed.name, parsed.fps, size)
-    if parsed.name == "file":
-        return FileSource(parsed.path, loop=parsed.loop)
-    assert size is not None
-    if parsed.name == "pattern":
-        return PatternSource(*size, fps=parsed.fps, label=label)
-    return FramesSource(*size, fps=parsed.fps)
-
-
-# --- listing ----------------------------------------------------------------------------------
-
-
-def _device(
-    device_id: str, label: str, kind: types_pb2.MediaDeviceType.ValueType, virtual: bool
-) -> types_pb2.MediaDevice:
-    return types_pb2.MediaDevice(
-        id=device_id,
-        label=label,
-        type=kind,
-        direction=types_pb2.DEVICE_DIRECTION_INPUT,
-        kind=types_pb2.MEDIA_KIND_VIDEO,
-        virtual=virtual,
-    )
-
-
-def x11_displays(socket_dir: str = X11_SOCKETS) -> list[str]:
-    """Local X displays with a server socket now (":0", ":99"...), in display order."""
-    numbers = []
-    for entry in glob.glob(os.path.join(socket_dir, "X*")):
-        digits = os.path.basename(entry)[1:]
-        if digits.isdigit():
-            numbers.append(int(digits))
-    return [f":{n}" for n in sorted(numbers)]
-
-
-def cameras(pattern: str = "/dev/video*") -> list[str]:
-    """V4L2 device nodes present now."""
-    return sorted(glob.glob(pattern))
-
-
-def video_devices() -> list[types_pb2.MediaDevice]:
-    """Cameras, then X11 screens, then the virtual sources."""
-    other = types_pb2.MEDIA_DEVICE_TYPE_OTHER
-    external = types_pb2.MEDIA_DEVICE_TYPE_VIDEO_EXTERNAL_CAMERA
-    return [
-        *(_device(f"v4l2:{path}", f"Camera {path}", external, False) for path in cameras()),
-        *(_device(f"x11:{d}", f"X11 screen {d}", other, False) for d in x11_displays()),
-        *(_device(f"virtual:{k}", v, other, True) for k, v in _VIRTUAL.items()),
-    ]

@@ -1,0 +1,36 @@
+"""Opening a video device id as a video track (the ids are in video_ids.py)."""
+
+from __future__ import annotations
+
+from chimed.devices.video_ids import parse
+from chimed.devices.video_inputs import (
+    CameraSource,
+    FileSource,
+    FramesSource,
+    PatternSource,
+    ScreenSource,
+    VideoInput,
+)
+
+
+def blocks(device_id: str) -> bool:
+    """Whether opening `device_id` blocks (a file decodes its first frame, a screen or camera
+    connects), so that an event loop should open it in a worker thread."""
+    return device_id.startswith(("virtual:file", "x11:", "v4l2:"))
+
+
+def open_video_input(device_id: str, label: str = "") -> VideoInput:
+    """The video track for `device_id`; `label` is what a pattern shows (the external user id).
+    Blocking for the ids that `blocks`."""
+    parsed = parse(device_id)
+    size = (parsed.width, parsed.height) if parsed.width and parsed.height else None
+    if parsed.scheme == "x11":
+        return ScreenSource(parsed.name, parsed.fps, size)
+    if parsed.scheme == "v4l2":
+        return CameraSource(parsed.name, parsed.fps, size)
+    if parsed.name == "file":
+        return FileSource(parsed.path, loop=parsed.loop)
+    assert size is not None
+    if parsed.name == "pattern":
+        return PatternSource(*size, fps=parsed.fps, label=label)
+    return FramesSource(*size, fps=parsed.fps)
