@@ -10,7 +10,7 @@ APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins lib
 PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
 ARGS ?=
 
-.PHONY: run test test-fast bench bench-audio lint proto proto-check api-check api-snapshot deps system-deps web clean
+.PHONY: run test test-fast bench bench-audio lint proto proto-check api-check api-snapshot deps constraints system-deps web clean
 
 run: deps
 	$(BIN)/chimed $(ARGS)
@@ -78,6 +78,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# After a dependency change in pyproject.toml: the tested environment becomes the constraints.
+constraints: $(VENV)/.installed
+	{ echo "# The Python environment chimed is tested with: make deps installs with -c constraints.txt."; \
+	  echo "# Regenerate after a dependency change with make constraints."; \
+	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
 
 # The embedded service's meeting page: amazon-chime-sdk-js bundled by esbuild into dist/.
 WEB := daemon/chimed/embedded/web
