@@ -22,6 +22,7 @@ parameters raise InvalidArgument saying which and why.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TypeAlias
 from urllib.parse import parse_qsl
@@ -80,8 +81,13 @@ def number_param(device_id: str, params: Mapping[str, str], key: str, default: f
 
 
 def integer_param(device_id: str, params: Mapping[str, str], key: str, default: int) -> int:
-    value = number_param(device_id, params, key, default)
-    if value != int(value):
+    if key not in params:
+        return default
+    try:
+        value = float(params[key])
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():
         raise InvalidArgument(f"{device_id}: {key} must be a whole number, got {params[key]!r}")
     return int(value)
 

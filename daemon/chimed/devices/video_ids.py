@@ -20,15 +20,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 from urllib.parse import parse_qsl
 
+from chimed.devices.ids import flag_param, integer_param, number_param
 from chimed.devices.video_inputs import check_fps, check_size
 from chimed.errors import InvalidArgument, NotFound
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 640, 480, 15.0
-
-T = TypeVar("T")
 
 VIRTUAL_SOURCES = {
     "pattern": "Test pattern (virtual:pattern?width=640&height=480&fps=15)",
@@ -85,12 +83,12 @@ def parse(device_id: str) -> VideoDeviceId:
     unknown = sorted(set(params) - _PARAMS[kind])
     if unknown:
         raise InvalidArgument(f"{device_id}: unknown parameter(s) {', '.join(unknown)}")
-    fps = _value(device_id, params, "fps", float, "a number", DEFAULT_FPS)
+    fps = number_param(device_id, params, "fps", DEFAULT_FPS)
     check_named(device_id, lambda: check_fps(fps))
     if kind == "file":
         if not params.get("path"):
             raise InvalidArgument(f"{device_id}: virtual:file needs a path parameter")
-        loop = _value(device_id, params, "loop", _boolean, "0 or 1", False)
+        loop = flag_param(device_id, params, "loop")
         return VideoDeviceId(scheme, name, path=params["path"], loop=loop, params=params)
     width, height = _size(device_id, params, needed=kind in ("pattern", "frames"))
     return VideoDeviceId(scheme, name, width, height, fps, params=params)
@@ -110,32 +108,7 @@ def _size(device_id: str, params: Mapping[str, str], needed: bool) -> tuple[int 
         raise InvalidArgument(f"{device_id}: width and height go together; {missing} is missing")
     if not needed and "width" not in params:
         return None, None
-    width = _value(device_id, params, "width", int, "a whole number", DEFAULT_WIDTH)
-    height = _value(device_id, params, "height", int, "a whole number", DEFAULT_HEIGHT)
+    width = integer_param(device_id, params, "width", DEFAULT_WIDTH)
+    height = integer_param(device_id, params, "height", DEFAULT_HEIGHT)
     check_named(device_id, lambda: check_size(width, height))
     return width, height
-
-
-def _value(
-    device_id: str,
-    params: Mapping[str, str],
-    key: str,
-    convert: Callable[[str], T],
-    what: str,
-    default: T,
-) -> T:
-    """params[key] converted, `default` when absent; a value `convert` rejects names the key."""
-    if key not in params:
-        return default
-    try:
-        return convert(params[key])
-    except ValueError:
-        raise InvalidArgument(f"{device_id}: {key} must be {what}, got {params[key]!r}") from None
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no", ""):
-        return False
-    raise ValueError(text)
