@@ -10,7 +10,7 @@ APT_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins lib
 PROTOS := $(wildcard protos/chime/v1/*.proto) $(wildcard protos/chime/signaling/*.proto)
 ARGS ?=
 
-.PHONY: run test test-fast bench bench-audio lint proto proto-check api-check api-snapshot deps constraints system-deps web clean
+.PHONY: run test test-fast bench bench-audio bench-video lint proto proto-check api-check api-snapshot deps constraints system-deps web clean
 
 run: deps
 	$(BIN)/chimed $(ARGS)
@@ -29,6 +29,11 @@ bench: deps
 # `make bench` includes these; the audio figures alone (latency, active speaker, density), ~3 min.
 bench-audio: deps
 	$(BIN)/python -m bench --audio-only --out bench/results/audio.json $(ARGS)
+
+# `make bench` includes these; the video figures alone (bare aiortc baselines, latency, CPU per
+# stream sent, received and viewed, the service's forwarding, Chromium beside chimed), ~4 min.
+bench-video: deps
+	$(BIN)/python -m bench --video-only --out bench/results/video.json $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check daemon tests bench clients/python/chime/client.py

@@ -30,7 +30,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ from chime.client import AsyncChimed, connect_aio
 from chime.v1 import audio_pb2, meeting_pb2, session_pb2
 from chimed.media.ice import pin_host_addresses, rtc_configuration
 
-from bench.stats import cpu_seconds, percentile, rss_mb
+from bench.stats import cpu_seconds, paced, percentile, rss_mb
 from tests.daemon_proc import DaemonProcess, EmbeddedProcess
 
 S = session_pb2
@@ -129,15 +129,6 @@ def match_onsets(sent: list[float], heard: list[float], limit: float = 2.0) -> l
     return out
 
 
-async def _paced(period: float, count: int, step: Callable[[float], Awaitable[None]]) -> None:
-    start = time.monotonic()
-    for i in range(count):
-        delay = start + i * period - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await step(time.monotonic())
-
-
 # --- through chimed ----------------------------------------------------------------------------
 async def _meeting(chimed: AsyncChimed, name: str) -> Any:
     r = await chimed.meetings.CreateMeeting(
@@ -205,7 +196,7 @@ async def latency(chimed: AsyncChimed, bursts: int) -> dict[str, Any]:
             await feed.write(A.StreamInputRequest(pcm=source.next(now).tobytes()))
 
         chunks = round((bursts + 1) * PERIOD_S / CHUNK_S)
-        await _paced(CHUNK_S, chunks, step)
+        await paced(CHUNK_S, chunks, step)
         await feed.done_writing()
         await asyncio.wait_for(feed, TIMEOUT)
     finally:

@@ -125,18 +125,21 @@ async def measure(groups: list[Group], seconds: float) -> dict[str, dict[str, fl
 
 
 # --- the attendees -----------------------------------------------------------------------------
-async def _chimed_session(chimed: Any, meeting: Any, user: str) -> str:
+async def create_session(chimed: Any, meeting: Any, user: str, devices: S.DeviceSelection) -> str:
+    """A new attendee's session (not started) with these devices."""
     attendee = await chimed.meetings.CreateAttendee(
         meeting_pb2.CreateAttendeeRequest(meeting_id=meeting.meeting_id, external_user_id=user)
     )
     created = await chimed.sessions.CreateSession(
-        S.CreateSessionRequest(
-            meeting=meeting,
-            attendee=attendee.attendee,
-            devices=S.DeviceSelection(audio_input_device_id=TONE),
-        )
+        S.CreateSessionRequest(meeting=meeting, attendee=attendee.attendee, devices=devices)
     )
     return str(created.session.session_id)
+
+
+async def _chimed_session(chimed: Any, meeting: Any, user: str) -> str:
+    return await create_session(
+        chimed, meeting, user, S.DeviceSelection(audio_input_device_id=TONE)
+    )
 
 
 async def chimed_join_s(chimed: Any, sid: str) -> float:
@@ -205,7 +208,7 @@ async def audio_flowing(chimed: Any, sid: str, page: Page, chimed_id: str, bid: 
         call.cancel()
 
 
-def _median_windows(windows: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def median_windows(windows: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Per group and figure, the median over the windows."""
     return {
         group: {key: statistics.median(w[group][key] for w in windows) for key in figures}
@@ -223,7 +226,7 @@ def _join_summary(times_s: list[float]) -> dict[str, float]:
     }
 
 
-def _minus(loaded: dict[str, float], idle: dict[str, float], n: int) -> dict[str, float]:
+def minus(loaded: dict[str, float], idle: dict[str, float], n: int) -> dict[str, float]:
     return {
         "cpu_percent": round((loaded["cpu_percent"] - idle["cpu_percent"]) / n, 2),
         "pss_mb": round((loaded["pss_mb"] - idle["pss_mb"]) / n, 1),
@@ -311,7 +314,7 @@ async def _run(
                 await measure([browser_group, chimed_group, service_group], steady_s)
                 for _ in range(WINDOWS)
             ]
-            one = _median_windows(windows)
+            one = median_windows(windows)
             with contextlib.suppress(BrowserError, TimeoutError):
                 await page.eval("chimedPage.leave()", TIMEOUT)
 
@@ -326,8 +329,8 @@ async def _run(
             await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
 
     browser_fig = one["browser"]
-    chimed_one = _minus(one["chimed"], idle, 1)
-    chimed_many = _minus(many["chimed"], idle, sessions)
+    chimed_one = minus(one["chimed"], idle, 1)
+    chimed_many = minus(many["chimed"], idle, sessions)
     out.update(
         {
             "join": {

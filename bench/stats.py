@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 
@@ -31,3 +34,14 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def paced(period: float, count: int, step: Callable[[float], Awaitable[None]]) -> None:
+    """`step(now)` `count` times on a schedule of one every `period` seconds (monotonic clock);
+    steps that fall behind it run at once until they have caught up."""
+    start = time.monotonic()
+    for i in range(count):
+        delay = start + i * period - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await step(time.monotonic())

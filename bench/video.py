@@ -1,0 +1,487 @@
+"""Video benchmarks (640x480 at 15 fps throughout, the test pattern everywhere), each chimed
+figure beside a baseline measured in the same run, its target and whether it meets it.
+
+Baselines (bench/video_pair.py): a bare aiortc VP8 sender and a bare aiortc receiver, each a
+process of its own; a receiver that never reads its track (aiortc decodes and queues every
+frame regardless: its memory grows); aiortc's frame latency.
+chimed (two daemons and a `chimed embedded` service, each its own process; sender A in the
+first daemon, R receivers in the second, so each daemon's CPU is one side's):
+- frame latency: numbered frames (bench/video_marks.py) fed to A through StreamInput, read
+  back from B's BindView I420 stream; from the feed of a frame to its first arrival;
+- CPU per sent stream: A's daemon with A sending minus the same with A in the meeting, silent;
+- a received stream with no view: the receivers' daemon with the tiles there and unviewed,
+  minus the same before StartRemote, per stream; and its RSS growth over the window;
+- a view: the receivers' daemon with one tile bound (I420, then JPEG, at most 15 fps), minus
+  the unviewed window, plus one unviewed stream: the whole cost of a viewed stream;
+- the embedded service: its CPU with the video forwarded minus without, per stream per receiver.
+The browser comparison (one attendee sending the pattern and viewing one remote tile, chimed
+against Chromium running the official client) is in bench/video_browser.py.
+
+Run: python -m bench --video-only [--video-steady-seconds 8] [--video-latency-seconds 10]
+[--video-receivers 2] [--no-browser]  (make bench-video)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from chime.client import AsyncChimed, connect_aio
+from chime.v1 import meeting_pb2, session_pb2, video_pb2
+from chimed.media.video_frames import I420, FrameConverter
+
+from bench.browser import Group, create_session, measure
+from bench.stats import paced, rss_mb, summary
+from bench.video_marks import Arrivals, MarkedPattern, latencies, read_i420
+from bench.video_pair import video_pair
+from tests.daemon_proc import DaemonProcess, EmbeddedProcess
+
+S = session_pb2
+V = video_pb2
+WIDTH, HEIGHT, FPS = 640, 480, 15
+PATTERN = f"virtual:pattern?width={WIDTH}&height={HEIGHT}&fps={FPS}"
+FRAMES = f"virtual:frames?width={WIDTH}&height={HEIGHT}&fps={FPS}"
+SETTLE_S = 3.0  # ICE, bandwidth estimation and the first keyframes settle
+TIMEOUT = 30.0
+RSS_INTERVAL_S = 0.5
+TARGETS = {
+    "frame_latency_p50_ms_max": 50.0,
+    "sender_cpu_ratio_max": 1.0,  # chimed per sent stream / the bare aiortc sender
+    "no_view_cpu_percent_max": 0.5,
+    "no_view_rss_growth_mb_per_s_max": 0.1,  # "flat": the bare receiver that never reads grows ~6.6
+    "view_i420_cpu_ratio_max": 1.1,  # chimed per viewed stream / the bare aiortc receiver
+    "service_cpu_percent_per_stream_per_receiver_max": 1.0,
+}
+
+
+WINDOW_FIGURES = (
+    "sender_cpu",
+    "no_view_cpu",
+    "no_view_rss_growth",
+    "view_i420_cpu",
+    "view_jpeg_cpu",
+    "service_cpu",
+)
+
+
+def judged(value: float | None, limit: float, **context: Any) -> dict[str, Any]:
+    """One figure: its value, what it is compared with, the limit and whether it is met."""
+    ok = value is not None and math.isfinite(value) and value <= limit
+    return {"value": value, **context, "max": limit, "pass": ok}
+
+
+def video_input(device_id: str) -> S.DeviceSelection:
+    return S.DeviceSelection(video_input_device_id=device_id)
+
+
+def missing(why: str) -> dict[str, Any]:
+    return {"value": None, "missing": why, "pass": None}
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
+
+
+# --- measurements ------------------------------------------------------------------------------
+async def rss_growth(pid: int, seconds: float) -> float:
+    """RSS growth (MB/s) of a process over `seconds`: the least-squares slope of samples."""
+    samples: list[tuple[float, float]] = []
+    end = time.monotonic() + seconds
+    while (now := time.monotonic()) < end:
+        samples.append((now, rss_mb(pid)))
+        await asyncio.sleep(RSS_INTERVAL_S)
+    samples.append((time.monotonic(), rss_mb(pid)))
+    t0 = samples[0][0]
+    xs = [t - t0 for t, _ in samples]
+    ys = [m for _, m in samples]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    if var == 0:
+        return 0.0
+    return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var, 3)
+
+
+async def window(
+    groups: list[Group], seconds: float, growth_of: int | None = None
+) -> dict[str, Any]:
+    """CPU and memory of the groups over one window (and one process's RSS growth)."""
+    if growth_of is None:
+        return dict(await measure(groups, seconds))
+    figures, growth = await asyncio.gather(measure(groups, seconds), rss_growth(growth_of, seconds))
+    return {**figures, "rss_growth_mb_per_s": growth}
+
+
+# --- the baselines -----------------------------------------------------------------------------
+async def baseline_load(steady_s: float) -> dict[str, Any]:
+    """The bare sender and a bare receiver that reads (and drops) every frame."""
+    async with video_pair("read") as pair:
+        await asyncio.sleep(SETTLE_S)
+        sender, receiver = pair.sender_pid, pair.receiver_pid
+        figures = await measure(
+            [Group("sender", lambda: [sender]), Group("receiver", lambda: [receiver])], steady_s
+        )
+    return figures
+
+
+async def baseline_ignoring(steady_s: float) -> dict[str, Any]:
+    """A bare receiver that never reads its track."""
+    async with video_pair("ignore") as pair:
+        await asyncio.sleep(SETTLE_S)
+        receiver = pair.receiver_pid
+        figures = await window([Group("receiver", lambda: [receiver])], steady_s, receiver)
+    return {**figures["receiver"], "rss_growth_mb_per_s": figures["rss_growth_mb_per_s"]}
+
+
+async def baseline_latency(seconds: float) -> dict[str, Any]:
+    """Send time of each numbered frame to its first decoded arrival, bare aiortc."""
+    async with video_pair("marks") as pair:
+        await asyncio.sleep(SETTLE_S)
+        start = time.monotonic()
+        await asyncio.sleep(seconds)
+    sent = {n: t for n, t in pair.sent.items() if t >= start}
+    values = latencies(sent, pair.arrived)
+    return {**summary(values, 50, 95), "sent": len(sent), "unreadable": pair.unreadable}
+
+
+# --- chimed ------------------------------------------------------------------------------------
+@dataclass
+class Cluster:
+    """The embedded service and two daemons (senders, receivers), each its own process."""
+
+    service: EmbeddedProcess
+    senders: DaemonProcess
+    receivers: DaemonProcess
+    a: AsyncChimed  # a client of `senders`
+    b: AsyncChimed  # a client of `receivers`
+    made: list[tuple[AsyncChimed, str]] = field(default_factory=list)
+
+    def groups(self) -> list[Group]:
+        pids = {
+            "senders": self.senders.proc.pid if self.senders.proc else 0,
+            "receivers": self.receivers.proc.pid if self.receivers.proc else 0,
+            "service": self.service.proc.pid,
+        }
+        return [Group(name, functools.partial(list, [pid])) for name, pid in pids.items()]
+
+    @property
+    def receivers_pid(self) -> int:
+        assert self.receivers.proc is not None
+        return self.receivers.proc.pid
+
+    async def meeting(self, name: str) -> Any:
+        r = await self.a.meetings.CreateMeeting(
+            meeting_pb2.CreateMeetingRequest(external_meeting_id=f"{name}-{os.getpid()}")
+        )
+        return r.meeting
+
+    async def session(self, chimed: AsyncChimed, meeting: Any, user: str, video: str = "") -> str:
+        """A started session (its video input `video`, if given) of `chimed`'s daemon."""
+        sid = await create_session(chimed, meeting, user, video_input(video))
+        self.made.append((chimed, sid))
+        await chimed.sessions.Start(S.StartRequest(session_id=sid, wait=True), timeout=TIMEOUT)
+        return sid
+
+    async def delete_sessions(self) -> None:
+        made, self.made = self.made, []
+        for chimed, sid in made:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
+
+
+@contextlib.asynccontextmanager
+async def cluster() -> AsyncIterator[Cluster]:
+    service = EmbeddedProcess()
+    senders = DaemonProcess(args=["--control-plane", service.url])
+    receivers = DaemonProcess(args=["--control-plane", service.url])
+    try:
+        senders.start()
+        receivers.start()
+        async with connect_aio(senders.target) as a, connect_aio(receivers.target) as b:
+            c = Cluster(service, senders, receivers, a, b)
+            try:
+                yield c
+            finally:
+                await c.delete_sessions()
+    finally:
+        receivers.stop()
+        senders.stop()
+        service.stop()
+
+
+async def attendee_id(chimed: AsyncChimed, sid: str) -> str:
+    r = await chimed.sessions.GetSession(S.GetSessionRequest(session_id=sid))
+    return str(r.session.attendee_id)
+
+
+async def remote_tile(chimed: AsyncChimed, sid: str, of_attendee: str) -> int:
+    """StartRemote, then the id of the tile that shows `of_attendee` (from the tile observer)."""
+    call = chimed.sessions.AddTileObserver(S.AddTileObserverRequest(session_id=sid))
+    try:
+        await call.initial_metadata()  # the observer is registered
+        await chimed.video.StartRemote(V.StartRemoteRequest(session_id=sid))
+        async with asyncio.timeout(TIMEOUT):
+            async for event in call:
+                if event.WhichOneof("event") != "video_tile_added":
+                    continue
+                state = event.video_tile_added.tile_state
+                if state.attendee_id == of_attendee and not state.is_local_tile:
+                    return int(state.tile_id)
+        raise RuntimeError("the tile observer stream ended before the tile came")
+    finally:
+        call.cancel()
+
+
+class View:
+    """A BindView stream read in the background: frames counted, and (I420) numbers read."""
+
+    def __init__(
+        self, chimed: AsyncChimed, sid: str, tile: int, fmt: int, max_fps: int = 0
+    ) -> None:
+        self.call = chimed.video.BindView(
+            V.BindViewRequest(session_id=sid, tile_id=tile, format=fmt, max_fps=max_fps)  # type: ignore[arg-type]
+        )
+        self.fmt = fmt
+        self.frames = 0
+        self.arrivals = Arrivals()
+        self.first = asyncio.Event()
+        self.size = (0, 0)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for frame in self.call:
+                now = time.monotonic()
+                self.frames += 1
+                self.size = (frame.width, frame.height)
+                if self.fmt == I420:
+                    self.arrivals.add(read_i420(frame.data, frame.width, frame.height), now)
+                self.first.set()
+
+    async def wait_first(self) -> None:
+        await asyncio.wait_for(self.first.wait(), TIMEOUT)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def chimed_latency(c: Cluster, seconds: float, feed_fps: float) -> dict[str, Any]:
+    """Numbered frames fed to A (StreamInput) at `feed_fps` to B's BindView I420 stream."""
+    meeting = await c.meeting("bench-video-latency")
+    a = await c.session(c.a, meeting, "latency-a", FRAMES)
+    b = await c.session(c.b, meeting, "latency-b")
+    await c.a.video.StartLocal(V.StartLocalRequest(session_id=a))
+    tile = await remote_tile(c.b, b, await attendee_id(c.a, a))
+    pattern = MarkedPattern(WIDTH, HEIGHT, FPS, "latency-a")
+    to_i420 = FrameConverter(I420).convert
+    fed: dict[int, float] = {}
+    feed = c.a.video.StreamInput()  # type: ignore[attr-defined]
+    await feed.write(stream_input_header(a))
+
+    async def step(_: float) -> None:
+        number = pattern.count
+        data = to_i420(pattern.draw()).data
+        fed[number] = time.monotonic()
+        await feed.write(stream_input_frame(data))
+
+    view = View(c.b, b, tile, I420)
+    try:
+        await paced(1 / feed_fps, round(SETTLE_S * feed_fps), step)
+        start = time.monotonic()
+        await paced(1 / feed_fps, round(seconds * feed_fps), step)
+        await feed.done_writing()
+        await asyncio.wait_for(feed, TIMEOUT)
+    finally:
+        feed.cancel()
+        await view.close()
+        pattern.stop()
+    sent = {n: t for n, t in fed.items() if t >= start}
+    arrived = view.arrivals.first
+    values = latencies(sent, arrived)
+    # A frame is sent at the source's next tick after it was fed, so the arrival minus the feed
+    # of the next frame is a lower bound; the figure is the upper one (feed to arrival).
+    lower = [arrived[n] - fed[n + 1] for n in sorted(arrived) if n in sent and n + 1 in fed]
+    return {
+        **summary(values, 50, 95),
+        "lower_bound_p50_ms": summary(lower, 50).get("p50_ms") if lower else None,
+        "feed_fps": feed_fps,
+        "frames_viewed": len(arrived),
+        "unreadable": view.arrivals.unreadable,
+    }
+
+
+def stream_input_header(sid: str) -> Any:
+    """StreamInput's first message: the session and the frames' format and size."""
+    return V.VideoStreamInputRequest(  # type: ignore[attr-defined]
+        session_id=sid, format=I420, width=WIDTH, height=HEIGHT
+    )
+
+
+def stream_input_frame(data: bytes) -> Any:
+    return V.VideoStreamInputRequest(data=data)  # type: ignore[attr-defined]
+
+
+async def chimed_load(c: Cluster, steady_s: float, receivers: int) -> dict[str, Any]:
+    """The windows: in the meeting without video, A sending to unviewed tiles, one tile viewed
+    in I420, then in JPEG. Returns each window's figures per process."""
+    meeting = await c.meeting("bench-video-load")
+    a = await c.session(c.a, meeting, "sender", PATTERN)
+    bs = [await c.session(c.b, meeting, f"receiver-{i}") for i in range(receivers)]
+    groups = c.groups()
+    await asyncio.sleep(SETTLE_S)
+    out: dict[str, Any] = {"no_video": await window(groups, steady_s, c.receivers_pid)}
+    await c.a.video.StartLocal(V.StartLocalRequest(session_id=a))
+    a_id = await attendee_id(c.a, a)
+    tiles = [await remote_tile(c.b, b, a_id) for b in bs]
+    await asyncio.sleep(SETTLE_S)
+    out["unviewed"] = await window(groups, steady_s, c.receivers_pid)
+    for name, fmt in (("view_i420", I420), ("view_jpeg", V.FRAME_FORMAT_JPEG)):
+        view = View(c.b, bs[0], tiles[0], fmt, FPS)
+        try:
+            await view.wait_first()
+            await asyncio.sleep(SETTLE_S)
+            before = view.frames
+            out[name] = await window(groups, steady_s, c.receivers_pid)
+            out[name]["view_fps"] = round((view.frames - before) / steady_s, 1)
+            out[name]["view_size"] = f"{view.size[0]}x{view.size[1]}"
+        finally:
+            await view.close()
+    return out
+
+
+def _cpu(w: dict[str, Any], group: str) -> float:
+    return float(w[group]["cpu_percent"])
+
+
+def chimed_figures(load: dict[str, Any], receivers: int) -> dict[str, float]:
+    off, on = load["no_video"], load["unviewed"]
+    no_view = (_cpu(on, "receivers") - _cpu(off, "receivers")) / receivers
+    figures = {
+        "sender_cpu_percent": round(_cpu(on, "senders") - _cpu(off, "senders"), 2),
+        "no_view_cpu_percent": round(no_view, 2),
+        "no_view_rss_growth_mb_per_s": on["rss_growth_mb_per_s"],
+        "service_cpu_percent_per_stream_per_receiver": round(
+            (_cpu(on, "service") - _cpu(off, "service")) / receivers, 2
+        ),
+    }
+    for view in ("view_i420", "view_jpeg"):
+        if view in load:
+            cost = _cpu(load[view], "receivers") - _cpu(on, "receivers") + no_view
+            figures[f"{view}_cpu_percent"] = round(cost, 2)
+    return figures
+
+
+# --- the run -----------------------------------------------------------------------------------
+async def run(
+    steady_s: float = 8.0, latency_s: float = 10.0, receivers: int = 2, feed_fps: float = 60.0
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "picture": f"the test pattern, {WIDTH}x{HEIGHT} at {FPS} fps",
+        "window_s": steady_s,
+        "receivers": receivers,
+    }
+    load = await baseline_load(steady_s)
+    base = {
+        "sender": load["sender"],
+        "receiver": load["receiver"],
+        "receiver_never_reading": await baseline_ignoring(steady_s),
+        "frame_latency": await baseline_latency(latency_s),
+        "note": "bare aiortc 1.x, VP8, sender and receiver each a process of its own, loopback",
+    }
+    out["baseline_aiortc"] = base
+    chimed: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    async with cluster() as c:
+        jobs: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
+            ("latency", functools.partial(chimed_latency, c, latency_s, feed_fps)),
+            ("windows", functools.partial(chimed_load, c, steady_s, receivers)),
+        ]
+        for name, job in jobs:
+            try:
+                chimed[name] = await job()
+            except (grpc.aio.AioRpcError, AttributeError, RuntimeError, TimeoutError) as e:
+                errors[name] = failure(e)
+            await c.delete_sessions()
+    out["chimed"] = chimed
+    if errors:
+        out["chimed_errors"] = errors
+    out["figures"] = figures(base, chimed, errors, receivers)
+    out["targets"] = TARGETS
+    return out
+
+
+def failure(e: BaseException) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return f"{type(e).__name__}: {e}"
+
+
+def figures(
+    base: dict[str, Any], chimed: dict[str, Any], errors: dict[str, str], receivers: int
+) -> dict[str, Any]:
+    """Every chimed figure beside its baseline and target, with pass (None: not measured)."""
+    out: dict[str, Any] = {}
+    base_latency = base["frame_latency"].get("p50_ms")
+    if "latency" in chimed:
+        out["frame_latency_p50_ms"] = judged(
+            chimed["latency"].get("p50_ms"),
+            TARGETS["frame_latency_p50_ms_max"],
+            baseline_aiortc=base_latency,
+        )
+    else:
+        out["frame_latency_p50_ms"] = missing(errors.get("latency", "not run"))
+    sender = _cpu(base, "sender")
+    receiver = _cpu(base, "receiver")
+    if "windows" not in chimed:
+        why = errors.get("windows", "not run")
+        for name in WINDOW_FIGURES:
+            out[name] = missing(why)
+        return out
+    f = chimed_figures(chimed["windows"], receivers)
+    out["sender_cpu"] = judged(
+        ratio(f["sender_cpu_percent"], sender),
+        TARGETS["sender_cpu_ratio_max"],
+        unit="chimed / bare aiortc sender",
+        chimed_cpu_percent=f["sender_cpu_percent"],
+        baseline_cpu_percent=sender,
+    )
+    ignoring = base["receiver_never_reading"]
+    out["no_view_cpu"] = judged(
+        f["no_view_cpu_percent"],
+        TARGETS["no_view_cpu_percent_max"],
+        unit="% of a core per received stream",
+        baseline_never_reading_cpu_percent=ignoring["cpu_percent"],
+    )
+    out["no_view_rss_growth"] = judged(
+        f["no_view_rss_growth_mb_per_s"],
+        TARGETS["no_view_rss_growth_mb_per_s_max"],
+        unit="MB/s, the receivers' daemon",
+        baseline_never_reading_mb_per_s=ignoring["rss_growth_mb_per_s"],
+    )
+    for view, limit in (("view_i420", TARGETS["view_i420_cpu_ratio_max"]), ("view_jpeg", None)):
+        key = f"{view}_cpu_percent"
+        context = {
+            "unit": "chimed / bare aiortc receiver",
+            "chimed_cpu_percent": f.get(key),
+            "baseline_cpu_percent": receiver,
+        }
+        value = ratio(f[key], receiver) if key in f else None
+        if limit is None:  # reported, no target of its own
+            out[f"{view}_cpu"] = {"value": value, **context, "pass": None}
+        else:
+            out[f"{view}_cpu"] = judged(value, limit, **context)
+    out["service_cpu"] = judged(
+        f["service_cpu_percent_per_stream_per_receiver"],
+        TARGETS["service_cpu_percent_per_stream_per_receiver_max"],
+        unit="% of a core per forwarded stream per receiver",
+    )
+    return out
