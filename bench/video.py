@@ -86,6 +86,11 @@ def missing(why: str) -> dict[str, Any]:
     return {"value": None, "missing": why, "pass": None}
 
 
+def ms(values: list[float]) -> dict[str, float]:
+    """p50 and p95 in milliseconds (none of a list that is empty)."""
+    return summary(values, 50, 95) if values else {"n": 0}
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b > 0 else None
 
@@ -148,7 +153,7 @@ async def baseline_latency(seconds: float) -> dict[str, Any]:
         await asyncio.sleep(seconds)
     sent = {n: t for n, t in pair.sent.items() if t >= start}
     values = latencies(sent, pair.arrived)
-    return {**summary(values, 50, 95), "sent": len(sent), "unreadable": pair.unreadable}
+    return {**ms(values), "sent": len(sent), "unreadable": pair.unreadable}
 
 
 # --- chimed ------------------------------------------------------------------------------------
@@ -274,36 +279,60 @@ class View:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+class Feeder:
+    """Numbered pattern frames written to a StreamInput call at `fps` until stopped; `fed[n]`
+    is the monotonic time frame n was handed to the call."""
+
+    def __init__(self, chimed: AsyncChimed, sid: str, fps: float) -> None:
+        self.fed: dict[int, float] = {}
+        self._pattern = MarkedPattern(WIDTH, HEIGHT, FPS, "latency")
+        self._to_i420 = FrameConverter(I420).convert
+        self._call = chimed.video.StreamInput()  # type: ignore[attr-defined]
+        self._fps = fps
+        self._task = asyncio.create_task(self._run(sid))
+
+    async def _run(self, sid: str) -> None:
+        await self._call.write(stream_input_header(sid))
+
+        async def step(_: float) -> None:
+            number = self._pattern.count
+            data = self._to_i420(self._pattern.draw()).data
+            self.fed[number] = time.monotonic()
+            await self._call.write(stream_input_frame(data))
+
+        await paced(1 / self._fps, 1 << 30, step)
+
+    async def stop(self) -> None:
+        """Stop feeding; raises what the feeding met (the call's error)."""
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._call.cancel()
+            self._pattern.stop()
+
+
 async def chimed_latency(c: Cluster, seconds: float, feed_fps: float) -> dict[str, Any]:
     """Numbered frames fed to A (StreamInput) at `feed_fps` to B's BindView I420 stream."""
     meeting = await c.meeting("bench-video-latency")
     a = await c.session(c.a, meeting, "latency-a", FRAMES)
     b = await c.session(c.b, meeting, "latency-b")
-    await c.a.video.StartLocal(V.StartLocalRequest(session_id=a))
-    tile = await remote_tile(c.b, b, await attendee_id(c.a, a))
-    pattern = MarkedPattern(WIDTH, HEIGHT, FPS, "latency-a")
-    to_i420 = FrameConverter(I420).convert
-    fed: dict[int, float] = {}
-    feed = c.a.video.StreamInput()  # type: ignore[attr-defined]
-    await feed.write(stream_input_header(a))
-
-    async def step(_: float) -> None:
-        number = pattern.count
-        data = to_i420(pattern.draw()).data
-        fed[number] = time.monotonic()
-        await feed.write(stream_input_frame(data))
-
-    view = View(c.b, b, tile, I420)
+    feeder = Feeder(c.a, a, feed_fps)
+    view: View | None = None
     try:
-        await paced(1 / feed_fps, round(SETTLE_S * feed_fps), step)
+        await c.a.video.StartLocal(V.StartLocalRequest(session_id=a))
+        view = View(c.b, b, await remote_tile(c.b, b, await attendee_id(c.a, a)), I420)
+        await view.wait_first()
+        await asyncio.sleep(SETTLE_S)
         start = time.monotonic()
-        await paced(1 / feed_fps, round(seconds * feed_fps), step)
-        await feed.done_writing()
-        await asyncio.wait_for(feed, TIMEOUT)
+        await asyncio.sleep(seconds)
     finally:
-        feed.cancel()
-        await view.close()
-        pattern.stop()
+        await feeder.stop()
+        if view is not None:
+            await view.close()
+    fed = feeder.fed
     sent = {n: t for n, t in fed.items() if t >= start}
     arrived = view.arrivals.first
     values = latencies(sent, arrived)
@@ -311,10 +340,10 @@ async def chimed_latency(c: Cluster, seconds: float, feed_fps: float) -> dict[st
     # of the next frame is a lower bound; the figure is the upper one (feed to arrival).
     lower = [arrived[n] - fed[n + 1] for n in sorted(arrived) if n in sent and n + 1 in fed]
     return {
-        **summary(values, 50, 95),
-        "lower_bound_p50_ms": summary(lower, 50).get("p50_ms") if lower else None,
+        **ms(values),
+        "lower_bound_p50_ms": ms(lower).get("p50_ms"),
         "feed_fps": feed_fps,
-        "frames_viewed": len(arrived),
+        "frames_viewed": len(values),
         "unreadable": view.arrivals.unreadable,
     }
 
