@@ -148,3 +148,8 @@ class VideoService(video_pb2_grpc.VideoServiceServicer, Servicer):
     SwitchCamera = _video_rpc("SwitchCamera")
     BindView = _video_rpc("BindView", streaming_rpc=True)
     UnbindView = _video_rpc("UnbindView")
+    PauseTile = _video_rpc("PauseTile")
+    ResumeTile = _video_rpc("ResumeTile")
+    StreamInput = _video_rpc("StreamInput")
+    StartContentShare = _video_rpc("StartContentShare")
+    StopContentShare = _video_rpc("StopContentShare")

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from chime.v1 import types_pb2 as chime_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hime/v1/video.proto\x12\x08\x63hime.v1\x1a\x14\x63hime/v1/types.proto\"\'\n\x11StartLocalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12StartLocalResponse\"&\n\x10StopLocalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x13\n\x11StopLocalResponse\"(\n\x12StartRemoteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x15\n\x13StartRemoteResponse\"\'\n\x11StopRemoteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12StopRemoteResponse\"\x1f\n\x1dVideoServiceGetDevicesRequest\"H\n\x1eVideoServiceGetDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.chime.v1.MediaDevice\",\n\x16GetActiveCameraRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x17GetActiveCameraResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"<\n\x13SwitchCameraRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"=\n\x14SwitchCameraResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"n\n\x0f\x42indViewRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\x12%\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\x0f\n\x07max_fps\x18\x04 \x01(\r\"\x8d\x01\n\x10\x42indViewResponse\x12\x0f\n\x07tile_id\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12%\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x14\n\x0ctimestamp_us\x18\x06 \x01(\x03\"8\n\x11UnbindViewRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\"\x14\n\x12UnbindViewResponse*q\n\x0b\x46rameFormat\x12\x1c\n\x18\x46RAME_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46RAME_FORMAT_I420\x10\x01\x12\x16\n\x12\x46RAME_FORMAT_RGB24\x10\x02\x12\x15\n\x11\x46RAME_FORMAT_JPEG\x10\x03\x32\xc8\x05\n\x0cVideoService\x12G\n\nStartLocal\x12\x1b.chime.v1.StartLocalRequest\x1a\x1c.chime.v1.StartLocalResponse\x12\x44\n\tStopLocal\x12\x1a.chime.v1.StopLocalRequest\x1a\x1b.chime.v1.StopLocalResponse\x12J\n\x0bStartRemote\x12\x1c.chime.v1.StartRemoteRequest\x1a\x1d.chime.v1.StartRemoteResponse\x12G\n\nStopRemote\x12\x1b.chime.v1.StopRemoteRequest\x1a\x1c.chime.v1.StopRemoteResponse\x12_\n\nGetDevices\x12\'.chime.v1.VideoServiceGetDevicesRequest\x1a(.chime.v1.VideoServiceGetDevicesResponse\x12V\n\x0fGetActiveCamera\x12 .chime.v1.GetActiveCameraRequest\x1a!.chime.v1.GetActiveCameraResponse\x12M\n\x0cSwitchCamera\x12\x1d.chime.v1.SwitchCameraRequest\x1a\x1e.chime.v1.SwitchCameraResponse\x12\x43\n\x08\x42indView\x12\x19.chime.v1.BindViewRequest\x1a\x1a.chime.v1.BindViewResponse0\x01\x12G\n\nUnbindView\x12\x1b.chime.v1.UnbindViewRequest\x1a\x1c.chime.v1.UnbindViewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hime/v1/video.proto\x12\x08\x63hime.v1\x1a\x14\x63hime/v1/types.proto\"\'\n\x11StartLocalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12StartLocalResponse\"&\n\x10StopLocalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x13\n\x11StopLocalResponse\"(\n\x12StartRemoteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x15\n\x13StartRemoteResponse\"\'\n\x11StopRemoteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x14\n\x12StopRemoteResponse\"\x1f\n\x1dVideoServiceGetDevicesRequest\"H\n\x1eVideoServiceGetDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.chime.v1.MediaDevice\",\n\x16GetActiveCameraRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x17GetActiveCameraResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"<\n\x13SwitchCameraRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"=\n\x14SwitchCameraResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.chime.v1.MediaDevice\"\x95\x01\n\x0f\x42indViewRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\x12%\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\x0f\n\x07max_fps\x18\x04 \x01(\r\x12\x11\n\tmax_width\x18\x05 \x01(\r\x12\x12\n\nmax_height\x18\x06 \x01(\r\"\x8d\x01\n\x10\x42indViewResponse\x12\x0f\n\x07tile_id\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12%\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x14\n\x0ctimestamp_us\x18\x06 \x01(\x03\"8\n\x11UnbindViewRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\"\x14\n\x12UnbindViewResponse\"7\n\x10PauseTileRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\"A\n\x11PauseTileResponse\x12,\n\ntile_state\x18\x01 \x01(\x0b\x32\x18.chime.v1.VideoTileState\"8\n\x11ResumeTileRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07tile_id\x18\x02 \x01(\x05\"B\n\x12ResumeTileResponse\x12,\n\ntile_state\x18\x01 \x01(\x0b\x32\x18.chime.v1.VideoTileState\"\x88\x01\n\x1eVideoServiceStreamInputRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12%\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x15.chime.v1.FrameFormat\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\":\n\x1fVideoServiceStreamInputResponse\x12\x17\n\x0f\x66rames_received\x18\x01 \x01(\x04\"A\n\x18StartContentShareRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"0\n\x19StartContentShareResponse\x12\x13\n\x0b\x61ttendee_id\x18\x01 \x01(\t\"-\n\x17StopContentShareRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1a\n\x18StopContentShareResponse*q\n\x0b\x46rameFormat\x12\x1c\n\x18\x46RAME_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46RAME_FORMAT_I420\x10\x01\x12\x16\n\x12\x46RAME_FORMAT_RGB24\x10\x02\x12\x15\n\x11\x46RAME_FORMAT_JPEG\x10\x03\x32\xf6\x08\n\x0cVideoService\x12G\n\nStartLocal\x12\x1b.chime.v1.StartLocalRequest\x1a\x1c.chime.v1.StartLocalResponse\x12\x44\n\tStopLocal\x12\x1a.chime.v1.StopLocalRequest\x1a\x1b.chime.v1.StopLocalResponse\x12J\n\x0bStartRemote\x12\x1c.chime.v1.StartRemoteRequest\x1a\x1d.chime.v1.StartRemoteResponse\x12G\n\nStopRemote\x12\x1b.chime.v1.StopRemoteRequest\x1a\x1c.chime.v1.StopRemoteResponse\x12_\n\nGetDevices\x12\'.chime.v1.VideoServiceGetDevicesRequest\x1a(.chime.v1.VideoServiceGetDevicesResponse\x12V\n\x0fGetActiveCamera\x12 .chime.v1.GetActiveCameraRequest\x1a!.chime.v1.GetActiveCameraResponse\x12M\n\x0cSwitchCamera\x12\x1d.chime.v1.SwitchCameraRequest\x1a\x1e.chime.v1.SwitchCameraResponse\x12\x43\n\x08\x42indView\x12\x19.chime.v1.BindViewRequest\x1a\x1a.chime.v1.BindViewResponse0\x01\x12G\n\nUnbindView\x12\x1b.chime.v1.UnbindViewRequest\x1a\x1c.chime.v1.UnbindViewResponse\x12\x44\n\tPauseTile\x12\x1a.chime.v1.PauseTileRequest\x1a\x1b.chime.v1.PauseTileResponse\x12G\n\nResumeTile\x12\x1b.chime.v1.ResumeTileRequest\x1a\x1c.chime.v1.ResumeTileResponse\x12\x64\n\x0bStreamInput\x12(.chime.v1.VideoServiceStreamInputRequest\x1a).chime.v1.VideoServiceStreamInputResponse(\x01\x12\\\n\x11StartContentShare\x12\".chime.v1.StartContentShareRequest\x1a#.chime.v1.StartContentShareResponse\x12Y\n\x10StopContentShare\x12!.chime.v1.StopContentShareRequest\x1a\".chime.v1.StopContentShareResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chime.v1.video_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FRAMEFORMAT']._serialized_start=988
-  _globals['_FRAMEFORMAT']._serialized_end=1101
+  _globals['_FRAMEFORMAT']._serialized_start=1669
+  _globals['_FRAMEFORMAT']._serialized_end=1782
   _globals['_STARTLOCALREQUEST']._serialized_start=56
   _globals['_STARTLOCALREQUEST']._serialized_end=95
   _globals['_STARTLOCALRESPONSE']._serialized_start=97
@@ -62,14 +62,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWITCHCAMERAREQUEST']._serialized_end=587
   _globals['_SWITCHCAMERARESPONSE']._serialized_start=589
   _globals['_SWITCHCAMERARESPONSE']._serialized_end=650
-  _globals['_BINDVIEWREQUEST']._serialized_start=652
-  _globals['_BINDVIEWREQUEST']._serialized_end=762
-  _globals['_BINDVIEWRESPONSE']._serialized_start=765
-  _globals['_BINDVIEWRESPONSE']._serialized_end=906
-  _globals['_UNBINDVIEWREQUEST']._serialized_start=908
-  _globals['_UNBINDVIEWREQUEST']._serialized_end=964
-  _globals['_UNBINDVIEWRESPONSE']._serialized_start=966
-  _globals['_UNBINDVIEWRESPONSE']._serialized_end=986
-  _globals['_VIDEOSERVICE']._serialized_start=1104
-  _globals['_VIDEOSERVICE']._serialized_end=1816
+  _globals['_BINDVIEWREQUEST']._serialized_start=653
+  _globals['_BINDVIEWREQUEST']._serialized_end=802
+  _globals['_BINDVIEWRESPONSE']._serialized_start=805
+  _globals['_BINDVIEWRESPONSE']._serialized_end=946
+  _globals['_UNBINDVIEWREQUEST']._serialized_start=948
+  _globals['_UNBINDVIEWREQUEST']._serialized_end=1004
+  _globals['_UNBINDVIEWRESPONSE']._serialized_start=1006
+  _globals['_UNBINDVIEWRESPONSE']._serialized_end=1026
+  _globals['_PAUSETILEREQUEST']._serialized_start=1028
+  _globals['_PAUSETILEREQUEST']._serialized_end=1083
+  _globals['_PAUSETILERESPONSE']._serialized_start=1085
+  _globals['_PAUSETILERESPONSE']._serialized_end=1150
+  _globals['_RESUMETILEREQUEST']._serialized_start=1152
+  _globals['_RESUMETILEREQUEST']._serialized_end=1208
+  _globals['_RESUMETILERESPONSE']._serialized_start=1210
+  _globals['_RESUMETILERESPONSE']._serialized_end=1276
+  _globals['_VIDEOSERVICESTREAMINPUTREQUEST']._serialized_start=1279
+  _globals['_VIDEOSERVICESTREAMINPUTREQUEST']._serialized_end=1415
+  _globals['_VIDEOSERVICESTREAMINPUTRESPONSE']._serialized_start=1417
+  _globals['_VIDEOSERVICESTREAMINPUTRESPONSE']._serialized_end=1475
+  _globals['_STARTCONTENTSHAREREQUEST']._serialized_start=1477
+  _globals['_STARTCONTENTSHAREREQUEST']._serialized_end=1542
+  _globals['_STARTCONTENTSHARERESPONSE']._serialized_start=1544
+  _globals['_STARTCONTENTSHARERESPONSE']._serialized_end=1592
+  _globals['_STOPCONTENTSHAREREQUEST']._serialized_start=1594
+  _globals['_STOPCONTENTSHAREREQUEST']._serialized_end=1639
+  _globals['_STOPCONTENTSHARERESPONSE']._serialized_start=1641
+  _globals['_STOPCONTENTSHARERESPONSE']._serialized_end=1667
+  _globals['_VIDEOSERVICE']._serialized_start=1785
+  _globals['_VIDEOSERVICE']._serialized_end=2927
 # @@protoc_insertion_point(module_scope)

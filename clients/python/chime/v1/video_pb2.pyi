@@ -302,11 +302,17 @@ class BindViewRequest(_message.Message):
     TILE_ID_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     MAX_FPS_FIELD_NUMBER: _builtins.int
+    MAX_WIDTH_FIELD_NUMBER: _builtins.int
+    MAX_HEIGHT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     tile_id: _builtins.int
     format: Global___FrameFormat.ValueType
     max_fps: _builtins.int
     """Frames per second at most; 0 sends every frame."""
+    max_width: _builtins.int
+    """Optional: scale frames down to fit this width (0: no limit), keeping the aspect ratio."""
+    max_height: _builtins.int
+    """Optional: scale frames down to fit this height (0: no limit), keeping the aspect ratio."""
     def __init__(
         self,
         *,
@@ -314,10 +320,12 @@ class BindViewRequest(_message.Message):
         tile_id: _builtins.int = ...,
         format: Global___FrameFormat.ValueType = ...,
         max_fps: _builtins.int = ...,
+        max_width: _builtins.int = ...,
+        max_height: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "max_fps", b"max_fps", "session_id", b"session_id", "tile_id", b"tile_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "max_fps", b"max_fps", "max_height", b"max_height", "max_width", b"max_width", "session_id", b"session_id", "tile_id", b"tile_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -394,3 +402,230 @@ class UnbindViewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnbindViewResponse: _TypeAlias = UnbindViewResponse  # noqa: Y015
+
+@_typing.final
+class PauseTileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TILE_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session the tile belongs to."""
+    tile_id: _builtins.int
+    """A remote tile of that session."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        tile_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "tile_id", b"tile_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTileRequest: _TypeAlias = PauseTileRequest  # noqa: Y015
+
+@_typing.final
+class PauseTileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TILE_STATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tile_state(self) -> _types_pb2.VideoTileState:
+        """The tile after the call."""
+
+    def __init__(
+        self,
+        *,
+        tile_state: _types_pb2.VideoTileState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tile_state", b"tile_state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tile_state", b"tile_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTileResponse: _TypeAlias = PauseTileResponse  # noqa: Y015
+
+@_typing.final
+class ResumeTileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TILE_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session the tile belongs to."""
+    tile_id: _builtins.int
+    """A remote tile of that session."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        tile_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "tile_id", b"tile_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTileRequest: _TypeAlias = ResumeTileRequest  # noqa: Y015
+
+@_typing.final
+class ResumeTileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TILE_STATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tile_state(self) -> _types_pb2.VideoTileState:
+        """The tile after the call."""
+
+    def __init__(
+        self,
+        *,
+        tile_state: _types_pb2.VideoTileState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tile_state", b"tile_state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tile_state", b"tile_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTileResponse: _TypeAlias = ResumeTileResponse  # noqa: Y015
+
+@_typing.final
+class VideoServiceStreamInputRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session fed; set in the first message (later ones may repeat it)."""
+    format: Global___FrameFormat.ValueType
+    """I420 or RGB24; every frame of a stream has the first frame's format."""
+    width: _builtins.int
+    """Frame width in pixels; every frame of a stream has the first frame's size."""
+    height: _builtins.int
+    """Frame height in pixels."""
+    data: _builtins.bytes
+    """The picture: I420 planes Y, U, V without padding, or packed RGB24 rows."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        format: Global___FrameFormat.ValueType = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format", "height", b"height", "session_id", b"session_id", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoServiceStreamInputRequest: _TypeAlias = VideoServiceStreamInputRequest  # noqa: Y015
+
+@_typing.final
+class VideoServiceStreamInputResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAMES_RECEIVED_FIELD_NUMBER: _builtins.int
+    frames_received: _builtins.int
+    """Frames taken from this stream."""
+    def __init__(
+        self,
+        *,
+        frames_received: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames_received", b"frames_received"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoServiceStreamInputResponse: _TypeAlias = VideoServiceStreamInputResponse  # noqa: Y015
+
+@_typing.final
+class StartContentShareRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The sharing session (it must be started)."""
+    device_id: _builtins.str
+    """The video input to share (x11:<display>, virtual:file?path=..., ...); required."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartContentShareRequest: _TypeAlias = StartContentShareRequest  # noqa: Y015
+
+@_typing.final
+class StartContentShareResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTENDEE_ID_FIELD_NUMBER: _builtins.int
+    attendee_id: _builtins.str
+    """The content attendee's id: "<attendee id>#content"."""
+    def __init__(
+        self,
+        *,
+        attendee_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attendee_id", b"attendee_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartContentShareResponse: _TypeAlias = StartContentShareResponse  # noqa: Y015
+
+@_typing.final
+class StopContentShareRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The sharing session."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopContentShareRequest: _TypeAlias = StopContentShareRequest  # noqa: Y015
+
+@_typing.final
+class StopContentShareResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopContentShareResponse: _TypeAlias = StopContentShareResponse  # noqa: Y015

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class VideoServiceStub:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
-    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    An unknown session or tile is NOT_FOUND; a bad format, size or id is INVALID_ARGUMENT.
     """
 
     def __init__(self, channel):
@@ -81,43 +81,70 @@ class VideoServiceStub:
                 request_serializer=chime_dot_v1_dot_video__pb2.UnbindViewRequest.SerializeToString,
                 response_deserializer=chime_dot_v1_dot_video__pb2.UnbindViewResponse.FromString,
                 _registered_method=True)
+        self.PauseTile = channel.unary_unary(
+                '/chime.v1.VideoService/PauseTile',
+                request_serializer=chime_dot_v1_dot_video__pb2.PauseTileRequest.SerializeToString,
+                response_deserializer=chime_dot_v1_dot_video__pb2.PauseTileResponse.FromString,
+                _registered_method=True)
+        self.ResumeTile = channel.unary_unary(
+                '/chime.v1.VideoService/ResumeTile',
+                request_serializer=chime_dot_v1_dot_video__pb2.ResumeTileRequest.SerializeToString,
+                response_deserializer=chime_dot_v1_dot_video__pb2.ResumeTileResponse.FromString,
+                _registered_method=True)
+        self.StreamInput = channel.stream_unary(
+                '/chime.v1.VideoService/StreamInput',
+                request_serializer=chime_dot_v1_dot_video__pb2.VideoServiceStreamInputRequest.SerializeToString,
+                response_deserializer=chime_dot_v1_dot_video__pb2.VideoServiceStreamInputResponse.FromString,
+                _registered_method=True)
+        self.StartContentShare = channel.unary_unary(
+                '/chime.v1.VideoService/StartContentShare',
+                request_serializer=chime_dot_v1_dot_video__pb2.StartContentShareRequest.SerializeToString,
+                response_deserializer=chime_dot_v1_dot_video__pb2.StartContentShareResponse.FromString,
+                _registered_method=True)
+        self.StopContentShare = channel.unary_unary(
+                '/chime.v1.VideoService/StopContentShare',
+                request_serializer=chime_dot_v1_dot_video__pb2.StopContentShareRequest.SerializeToString,
+                response_deserializer=chime_dot_v1_dot_video__pb2.StopContentShareResponse.FromString,
+                _registered_method=True)
 
 
 class VideoServiceServicer:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
-    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    An unknown session or tile is NOT_FOUND; a bad format, size or id is INVALID_ARGUMENT.
     """
 
     def StartLocal(self, request, context):
-        """The seed's startLocal(): send the camera.
+        """The seed's startLocal(): send the session's video input (DeviceSelection
+        video_input_device_id, virtual:pattern when empty); adds the local tile. The session must
+        be started (FAILED_PRECONDITION otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StopLocal(self, request, context):
-        """The seed's stopLocal().
+        """The seed's stopLocal(): stop sending video; removes the local tile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartRemote(self, request, context):
-        """The seed's startRemote(): receive the others' video.
+        """The seed's startRemote(): receive the others' video (off until called, as in the seed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StopRemote(self, request, context):
-        """The seed's stopRemote().
+        """The seed's stopRemote(): stop receiving video; removes the remote tiles.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDevices(self, request, context):
-        """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+        """The video inputs: cameras, X11 screens and the virtual sources. Its messages carry the service's name: AudioService/GetDevices has the
         plain GetDevicesRequest / GetDevicesResponse in this package.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -125,21 +152,22 @@ class VideoServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetActiveCamera(self, request, context):
-        """The seed's getActiveCamera().
+        """The seed's getActiveCamera(): the video input the session sends (or will send).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SwitchCamera(self, request, context):
-        """The seed's switchCamera().
+        """The seed's switchCamera(): the next video input, or a named one, live, without a re-join.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BindView(self, request, context):
-        """The seed's bindView(): the tile's frames, streamed to the caller.
+        """The seed's bindView(): the tile's frames, streamed to the caller. Ends with NOT_FOUND when
+        the tile goes away, with OK on UnbindView.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,6 +175,44 @@ class VideoServiceServicer:
 
     def UnbindView(self, request, context):
         """The seed's unbindView(): ends that tile's BindView streams.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseTile(self, request, context):
+        """The SDK's pauseVideoTile(): stop receiving a remote tile's stream (PAUSE); the tile stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTile(self, request, context):
+        """The SDK's unpauseVideoTile(): receive a paused remote tile's stream again (RESUME).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamInput(self, request_iterator, context):
+        """Client-streamed frames become the session's video input (virtual:frames at the first
+        message's size). A frame of another size or format ends the stream with INVALID_ARGUMENT;
+        the session goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartContentShare(self, request, context):
+        """Share content: a second attendee "<attendee id>#content" joins and sends the given video
+        input (video only, receiving nothing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopContentShare(self, request, context):
+        """Stop sharing content: the content attendee leaves.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,6 +266,31 @@ def add_VideoServiceServicer_to_server(servicer, server):
                     request_deserializer=chime_dot_v1_dot_video__pb2.UnbindViewRequest.FromString,
                     response_serializer=chime_dot_v1_dot_video__pb2.UnbindViewResponse.SerializeToString,
             ),
+            'PauseTile': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTile,
+                    request_deserializer=chime_dot_v1_dot_video__pb2.PauseTileRequest.FromString,
+                    response_serializer=chime_dot_v1_dot_video__pb2.PauseTileResponse.SerializeToString,
+            ),
+            'ResumeTile': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTile,
+                    request_deserializer=chime_dot_v1_dot_video__pb2.ResumeTileRequest.FromString,
+                    response_serializer=chime_dot_v1_dot_video__pb2.ResumeTileResponse.SerializeToString,
+            ),
+            'StreamInput': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamInput,
+                    request_deserializer=chime_dot_v1_dot_video__pb2.VideoServiceStreamInputRequest.FromString,
+                    response_serializer=chime_dot_v1_dot_video__pb2.VideoServiceStreamInputResponse.SerializeToString,
+            ),
+            'StartContentShare': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartContentShare,
+                    request_deserializer=chime_dot_v1_dot_video__pb2.StartContentShareRequest.FromString,
+                    response_serializer=chime_dot_v1_dot_video__pb2.StartContentShareResponse.SerializeToString,
+            ),
+            'StopContentShare': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopContentShare,
+                    request_deserializer=chime_dot_v1_dot_video__pb2.StopContentShareRequest.FromString,
+                    response_serializer=chime_dot_v1_dot_video__pb2.StopContentShareResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'chime.v1.VideoService', rpc_method_handlers)
@@ -210,7 +301,7 @@ def add_VideoServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class VideoService:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
-    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    An unknown session or tile is NOT_FOUND; a bad format, size or id is INVALID_ARGUMENT.
     """
 
     @staticmethod
@@ -446,6 +537,141 @@ class VideoService:
             '/chime.v1.VideoService/UnbindView',
             chime_dot_v1_dot_video__pb2.UnbindViewRequest.SerializeToString,
             chime_dot_v1_dot_video__pb2.UnbindViewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chime.v1.VideoService/PauseTile',
+            chime_dot_v1_dot_video__pb2.PauseTileRequest.SerializeToString,
+            chime_dot_v1_dot_video__pb2.PauseTileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chime.v1.VideoService/ResumeTile',
+            chime_dot_v1_dot_video__pb2.ResumeTileRequest.SerializeToString,
+            chime_dot_v1_dot_video__pb2.ResumeTileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamInput(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/chime.v1.VideoService/StreamInput',
+            chime_dot_v1_dot_video__pb2.VideoServiceStreamInputRequest.SerializeToString,
+            chime_dot_v1_dot_video__pb2.VideoServiceStreamInputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartContentShare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chime.v1.VideoService/StartContentShare',
+            chime_dot_v1_dot_video__pb2.StartContentShareRequest.SerializeToString,
+            chime_dot_v1_dot_video__pb2.StartContentShareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopContentShare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chime.v1.VideoService/StopContentShare',
+            chime_dot_v1_dot_video__pb2.StopContentShareRequest.SerializeToString,
+            chime_dot_v1_dot_video__pb2.StopContentShareResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,7 @@ GRPC_VERSION: str
 
 class VideoServiceStub:
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
-    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    An unknown session or tile is NOT_FOUND; a bad format, size or id is INVALID_ARGUMENT.
     """
 
     @_typing.overload
@@ -36,57 +36,97 @@ class VideoServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> VideoServiceAsyncStub: ...
     StartLocal: _grpc.UnaryUnaryMultiCallable[_video_pb2.StartLocalRequest, _video_pb2.StartLocalResponse]
-    """The seed's startLocal(): send the camera."""
+    """The seed's startLocal(): send the session's video input (DeviceSelection
+    video_input_device_id, virtual:pattern when empty); adds the local tile. The session must
+    be started (FAILED_PRECONDITION otherwise).
+    """
     StopLocal: _grpc.UnaryUnaryMultiCallable[_video_pb2.StopLocalRequest, _video_pb2.StopLocalResponse]
-    """The seed's stopLocal()."""
+    """The seed's stopLocal(): stop sending video; removes the local tile."""
     StartRemote: _grpc.UnaryUnaryMultiCallable[_video_pb2.StartRemoteRequest, _video_pb2.StartRemoteResponse]
-    """The seed's startRemote(): receive the others' video."""
+    """The seed's startRemote(): receive the others' video (off until called, as in the seed)."""
     StopRemote: _grpc.UnaryUnaryMultiCallable[_video_pb2.StopRemoteRequest, _video_pb2.StopRemoteResponse]
-    """The seed's stopRemote()."""
+    """The seed's stopRemote(): stop receiving video; removes the remote tiles."""
     GetDevices: _grpc.UnaryUnaryMultiCallable[_video_pb2.VideoServiceGetDevicesRequest, _video_pb2.VideoServiceGetDevicesResponse]
-    """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+    """The video inputs: cameras, X11 screens and the virtual sources. Its messages carry the service's name: AudioService/GetDevices has the
     plain GetDevicesRequest / GetDevicesResponse in this package.
     """
     GetActiveCamera: _grpc.UnaryUnaryMultiCallable[_video_pb2.GetActiveCameraRequest, _video_pb2.GetActiveCameraResponse]
-    """The seed's getActiveCamera()."""
+    """The seed's getActiveCamera(): the video input the session sends (or will send)."""
     SwitchCamera: _grpc.UnaryUnaryMultiCallable[_video_pb2.SwitchCameraRequest, _video_pb2.SwitchCameraResponse]
-    """The seed's switchCamera()."""
+    """The seed's switchCamera(): the next video input, or a named one, live, without a re-join."""
     BindView: _grpc.UnaryStreamMultiCallable[_video_pb2.BindViewRequest, _video_pb2.BindViewResponse]
-    """The seed's bindView(): the tile's frames, streamed to the caller."""
+    """The seed's bindView(): the tile's frames, streamed to the caller. Ends with NOT_FOUND when
+    the tile goes away, with OK on UnbindView.
+    """
     UnbindView: _grpc.UnaryUnaryMultiCallable[_video_pb2.UnbindViewRequest, _video_pb2.UnbindViewResponse]
     """The seed's unbindView(): ends that tile's BindView streams."""
+    PauseTile: _grpc.UnaryUnaryMultiCallable[_video_pb2.PauseTileRequest, _video_pb2.PauseTileResponse]
+    """The SDK's pauseVideoTile(): stop receiving a remote tile's stream (PAUSE); the tile stays."""
+    ResumeTile: _grpc.UnaryUnaryMultiCallable[_video_pb2.ResumeTileRequest, _video_pb2.ResumeTileResponse]
+    """The SDK's unpauseVideoTile(): receive a paused remote tile's stream again (RESUME)."""
+    StreamInput: _grpc.StreamUnaryMultiCallable[_video_pb2.VideoServiceStreamInputRequest, _video_pb2.VideoServiceStreamInputResponse]
+    """Client-streamed frames become the session's video input (virtual:frames at the first
+    message's size). A frame of another size or format ends the stream with INVALID_ARGUMENT;
+    the session goes on.
+    """
+    StartContentShare: _grpc.UnaryUnaryMultiCallable[_video_pb2.StartContentShareRequest, _video_pb2.StartContentShareResponse]
+    """Share content: a second attendee "<attendee id>#content" joins and sends the given video
+    input (video only, receiving nothing).
+    """
+    StopContentShare: _grpc.UnaryUnaryMultiCallable[_video_pb2.StopContentShareRequest, _video_pb2.StopContentShareResponse]
+    """Stop sharing content: the content attendee leaves."""
 
 @_typing.type_check_only
 class VideoServiceAsyncStub(VideoServiceStub):
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
-    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    An unknown session or tile is NOT_FOUND; a bad format, size or id is INVALID_ARGUMENT.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartLocal: _aio.UnaryUnaryMultiCallable[_video_pb2.StartLocalRequest, _video_pb2.StartLocalResponse]  # type: ignore[assignment]
-    """The seed's startLocal(): send the camera."""
+    """The seed's startLocal(): send the session's video input (DeviceSelection
+    video_input_device_id, virtual:pattern when empty); adds the local tile. The session must
+    be started (FAILED_PRECONDITION otherwise).
+    """
     StopLocal: _aio.UnaryUnaryMultiCallable[_video_pb2.StopLocalRequest, _video_pb2.StopLocalResponse]  # type: ignore[assignment]
-    """The seed's stopLocal()."""
+    """The seed's stopLocal(): stop sending video; removes the local tile."""
     StartRemote: _aio.UnaryUnaryMultiCallable[_video_pb2.StartRemoteRequest, _video_pb2.StartRemoteResponse]  # type: ignore[assignment]
-    """The seed's startRemote(): receive the others' video."""
+    """The seed's startRemote(): receive the others' video (off until called, as in the seed)."""
     StopRemote: _aio.UnaryUnaryMultiCallable[_video_pb2.StopRemoteRequest, _video_pb2.StopRemoteResponse]  # type: ignore[assignment]
-    """The seed's stopRemote()."""
+    """The seed's stopRemote(): stop receiving video; removes the remote tiles."""
     GetDevices: _aio.UnaryUnaryMultiCallable[_video_pb2.VideoServiceGetDevicesRequest, _video_pb2.VideoServiceGetDevicesResponse]  # type: ignore[assignment]
-    """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+    """The video inputs: cameras, X11 screens and the virtual sources. Its messages carry the service's name: AudioService/GetDevices has the
     plain GetDevicesRequest / GetDevicesResponse in this package.
     """
     GetActiveCamera: _aio.UnaryUnaryMultiCallable[_video_pb2.GetActiveCameraRequest, _video_pb2.GetActiveCameraResponse]  # type: ignore[assignment]
-    """The seed's getActiveCamera()."""
+    """The seed's getActiveCamera(): the video input the session sends (or will send)."""
     SwitchCamera: _aio.UnaryUnaryMultiCallable[_video_pb2.SwitchCameraRequest, _video_pb2.SwitchCameraResponse]  # type: ignore[assignment]
-    """The seed's switchCamera()."""
+    """The seed's switchCamera(): the next video input, or a named one, live, without a re-join."""
     BindView: _aio.UnaryStreamMultiCallable[_video_pb2.BindViewRequest, _video_pb2.BindViewResponse]  # type: ignore[assignment]
-    """The seed's bindView(): the tile's frames, streamed to the caller."""
+    """The seed's bindView(): the tile's frames, streamed to the caller. Ends with NOT_FOUND when
+    the tile goes away, with OK on UnbindView.
+    """
     UnbindView: _aio.UnaryUnaryMultiCallable[_video_pb2.UnbindViewRequest, _video_pb2.UnbindViewResponse]  # type: ignore[assignment]
     """The seed's unbindView(): ends that tile's BindView streams."""
+    PauseTile: _aio.UnaryUnaryMultiCallable[_video_pb2.PauseTileRequest, _video_pb2.PauseTileResponse]  # type: ignore[assignment]
+    """The SDK's pauseVideoTile(): stop receiving a remote tile's stream (PAUSE); the tile stays."""
+    ResumeTile: _aio.UnaryUnaryMultiCallable[_video_pb2.ResumeTileRequest, _video_pb2.ResumeTileResponse]  # type: ignore[assignment]
+    """The SDK's unpauseVideoTile(): receive a paused remote tile's stream again (RESUME)."""
+    StreamInput: _aio.StreamUnaryMultiCallable[_video_pb2.VideoServiceStreamInputRequest, _video_pb2.VideoServiceStreamInputResponse]  # type: ignore[assignment]
+    """Client-streamed frames become the session's video input (virtual:frames at the first
+    message's size). A frame of another size or format ends the stream with INVALID_ARGUMENT;
+    the session goes on.
+    """
+    StartContentShare: _aio.UnaryUnaryMultiCallable[_video_pb2.StartContentShareRequest, _video_pb2.StartContentShareResponse]  # type: ignore[assignment]
+    """Share content: a second attendee "<attendee id>#content" joins and sends the given video
+    input (video only, receiving nothing).
+    """
+    StopContentShare: _aio.UnaryUnaryMultiCallable[_video_pb2.StopContentShareRequest, _video_pb2.StopContentShareResponse]  # type: ignore[assignment]
+    """Stop sharing content: the content attendee leaves."""
 
 class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
     """The seed's ChimeVideo. BindView streams a tile's frames to the caller, who is the view.
-    Not implemented yet: every RPC answers UNIMPLEMENTED (NOT_FOUND for an unknown session).
+    An unknown session or tile is NOT_FOUND; a bad format, size or id is INVALID_ARGUMENT.
     """
 
     @_abc_1.abstractmethod
@@ -95,7 +135,10 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.StartLocalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.StartLocalResponse, _abc.Awaitable[_video_pb2.StartLocalResponse]]:
-        """The seed's startLocal(): send the camera."""
+        """The seed's startLocal(): send the session's video input (DeviceSelection
+        video_input_device_id, virtual:pattern when empty); adds the local tile. The session must
+        be started (FAILED_PRECONDITION otherwise).
+        """
 
     @_abc_1.abstractmethod
     def StopLocal(
@@ -103,7 +146,7 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.StopLocalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.StopLocalResponse, _abc.Awaitable[_video_pb2.StopLocalResponse]]:
-        """The seed's stopLocal()."""
+        """The seed's stopLocal(): stop sending video; removes the local tile."""
 
     @_abc_1.abstractmethod
     def StartRemote(
@@ -111,7 +154,7 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.StartRemoteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.StartRemoteResponse, _abc.Awaitable[_video_pb2.StartRemoteResponse]]:
-        """The seed's startRemote(): receive the others' video."""
+        """The seed's startRemote(): receive the others' video (off until called, as in the seed)."""
 
     @_abc_1.abstractmethod
     def StopRemote(
@@ -119,7 +162,7 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.StopRemoteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.StopRemoteResponse, _abc.Awaitable[_video_pb2.StopRemoteResponse]]:
-        """The seed's stopRemote()."""
+        """The seed's stopRemote(): stop receiving video; removes the remote tiles."""
 
     @_abc_1.abstractmethod
     def GetDevices(
@@ -127,7 +170,7 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.VideoServiceGetDevicesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.VideoServiceGetDevicesResponse, _abc.Awaitable[_video_pb2.VideoServiceGetDevicesResponse]]:
-        """The cameras. Its messages carry the service's name: AudioService/GetDevices has the
+        """The video inputs: cameras, X11 screens and the virtual sources. Its messages carry the service's name: AudioService/GetDevices has the
         plain GetDevicesRequest / GetDevicesResponse in this package.
         """
 
@@ -137,7 +180,7 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.GetActiveCameraRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.GetActiveCameraResponse, _abc.Awaitable[_video_pb2.GetActiveCameraResponse]]:
-        """The seed's getActiveCamera()."""
+        """The seed's getActiveCamera(): the video input the session sends (or will send)."""
 
     @_abc_1.abstractmethod
     def SwitchCamera(
@@ -145,7 +188,7 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.SwitchCameraRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.SwitchCameraResponse, _abc.Awaitable[_video_pb2.SwitchCameraResponse]]:
-        """The seed's switchCamera()."""
+        """The seed's switchCamera(): the next video input, or a named one, live, without a re-join."""
 
     @_abc_1.abstractmethod
     def BindView(
@@ -153,7 +196,9 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.BindViewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_video_pb2.BindViewResponse], _abc.AsyncIterator[_video_pb2.BindViewResponse]]:
-        """The seed's bindView(): the tile's frames, streamed to the caller."""
+        """The seed's bindView(): the tile's frames, streamed to the caller. Ends with NOT_FOUND when
+        the tile goes away, with OK on UnbindView.
+        """
 
     @_abc_1.abstractmethod
     def UnbindView(
@@ -162,5 +207,50 @@ class VideoServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.UnbindViewResponse, _abc.Awaitable[_video_pb2.UnbindViewResponse]]:
         """The seed's unbindView(): ends that tile's BindView streams."""
+
+    @_abc_1.abstractmethod
+    def PauseTile(
+        self,
+        request: _video_pb2.PauseTileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.PauseTileResponse, _abc.Awaitable[_video_pb2.PauseTileResponse]]:
+        """The SDK's pauseVideoTile(): stop receiving a remote tile's stream (PAUSE); the tile stays."""
+
+    @_abc_1.abstractmethod
+    def ResumeTile(
+        self,
+        request: _video_pb2.ResumeTileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.ResumeTileResponse, _abc.Awaitable[_video_pb2.ResumeTileResponse]]:
+        """The SDK's unpauseVideoTile(): receive a paused remote tile's stream again (RESUME)."""
+
+    @_abc_1.abstractmethod
+    def StreamInput(
+        self,
+        request_iterator: _MaybeAsyncIterator[_video_pb2.VideoServiceStreamInputRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.VideoServiceStreamInputResponse, _abc.Awaitable[_video_pb2.VideoServiceStreamInputResponse]]:
+        """Client-streamed frames become the session's video input (virtual:frames at the first
+        message's size). A frame of another size or format ends the stream with INVALID_ARGUMENT;
+        the session goes on.
+        """
+
+    @_abc_1.abstractmethod
+    def StartContentShare(
+        self,
+        request: _video_pb2.StartContentShareRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.StartContentShareResponse, _abc.Awaitable[_video_pb2.StartContentShareResponse]]:
+        """Share content: a second attendee "<attendee id>#content" joins and sends the given video
+        input (video only, receiving nothing).
+        """
+
+    @_abc_1.abstractmethod
+    def StopContentShare(
+        self,
+        request: _video_pb2.StopContentShareRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.StopContentShareResponse, _abc.Awaitable[_video_pb2.StopContentShareResponse]]:
+        """Stop sharing content: the content attendee leaves."""
 
 def add_VideoServiceServicer_to_server(servicer: VideoServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
