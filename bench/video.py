@@ -36,7 +36,7 @@ from typing import Any
 import grpc
 from chime.client import AsyncChimed, connect_aio
 from chime.v1 import meeting_pb2, session_pb2, video_pb2
-from chimed.media.video_frames import I420, FrameConverter
+from chimed.media.video_frames import I420, JPEG, FrameConverter, FrameFormat
 
 from bench.browser import Group, create_session, measure
 from bench.stats import paced, rss_mb, summary
@@ -248,10 +248,10 @@ class View:
     """A BindView stream read in the background: frames counted, and (I420) numbers read."""
 
     def __init__(
-        self, chimed: AsyncChimed, sid: str, tile: int, fmt: int, max_fps: int = 0
+        self, chimed: AsyncChimed, sid: str, tile: int, fmt: FrameFormat, max_fps: int = 0
     ) -> None:
         self.call = chimed.video.BindView(
-            V.BindViewRequest(session_id=sid, tile_id=tile, format=fmt, max_fps=max_fps)  # type: ignore[arg-type]
+            V.BindViewRequest(session_id=sid, tile_id=tile, format=fmt, max_fps=max_fps)
         )
         self.fmt = fmt
         self.frames = 0
@@ -287,18 +287,16 @@ class Feeder:
         self.fed: dict[int, float] = {}
         self._pattern = MarkedPattern(WIDTH, HEIGHT, FPS, "latency")
         self._to_i420 = FrameConverter(I420).convert
-        self._call = chimed.video.StreamInput()  # type: ignore[attr-defined]
+        self._call = chimed.video.StreamInput()
         self._fps = fps
         self._task = asyncio.create_task(self._run(sid))
 
     async def _run(self, sid: str) -> None:
-        await self._call.write(stream_input_header(sid))
-
         async def step(_: float) -> None:
             number = self._pattern.count
             data = self._to_i420(self._pattern.draw()).data
             self.fed[number] = time.monotonic()
-            await self._call.write(stream_input_frame(data))
+            await self._call.write(stream_input_frame(sid, data))
 
         await paced(1 / self._fps, 1 << 30, step)
 
@@ -348,15 +346,11 @@ async def chimed_latency(c: Cluster, seconds: float, feed_fps: float) -> dict[st
     }
 
 
-def stream_input_header(sid: str) -> Any:
-    """StreamInput's first message: the session and the frames' format and size."""
-    return V.VideoStreamInputRequest(  # type: ignore[attr-defined]
-        session_id=sid, format=I420, width=WIDTH, height=HEIGHT
+def stream_input_frame(sid: str, data: bytes) -> V.VideoServiceStreamInputRequest:
+    """One I420 frame for StreamInput; every message names the session, format and size."""
+    return V.VideoServiceStreamInputRequest(
+        session_id=sid, format=I420, width=WIDTH, height=HEIGHT, data=data
     )
-
-
-def stream_input_frame(data: bytes) -> Any:
-    return V.VideoStreamInputRequest(data=data)  # type: ignore[attr-defined]
 
 
 async def chimed_load(c: Cluster, steady_s: float, receivers: int) -> dict[str, Any]:
@@ -373,7 +367,7 @@ async def chimed_load(c: Cluster, steady_s: float, receivers: int) -> dict[str, 
     tiles = [await remote_tile(c.b, b, a_id) for b in bs]
     await asyncio.sleep(SETTLE_S)
     out["unviewed"] = await window(groups, steady_s, c.receivers_pid)
-    for name, fmt in (("view_i420", I420), ("view_jpeg", V.FRAME_FORMAT_JPEG)):
+    for name, fmt in (("view_i420", I420), ("view_jpeg", JPEG)):
         view = View(c.b, bs[0], tiles[0], fmt, FPS)
         try:
             await view.wait_first()
