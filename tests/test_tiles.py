@@ -13,7 +13,9 @@ def fields(events: list[TileEvent]) -> list[str]:
 
 
 def state(event: TileEvent) -> types_pb2.VideoTileState:
-    return event[1].tile_state  # type: ignore[attr-defined]
+    out = types_pb2.VideoTileState()
+    out.CopyFrom(getattr(event[1], "tile_state"))  # noqa: B009 (every tile event has one)
+    return out
 
 
 def test_ids_start_at_one_are_shared_and_never_reused() -> None:
