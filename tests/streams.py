@@ -65,6 +65,17 @@ class EventStream:
                 f"no {member} within {timeout}s; got {[e.WhichOneof('event') for e in self.events]}"
             ) from None
 
+    async def expect_next(self, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """The next message, whatever it is (for streams without a oneof: BindView's frames)."""
+        try:
+            event = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no message within {timeout}s") from None
+        if event is None:
+            self._queue.put_nowait(None)
+            raise AssertionError(f"stream ended ({self.status}: {self.details})")
+        return event
+
     async def registered(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Until the response headers arrive. An observer stream sends them once the observer
         is registered, so every event after this reaches the stream."""

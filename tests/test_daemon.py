@@ -189,29 +189,6 @@ async def test_logs_never_carry_join_tokens(daemon: DaemonProcess, chimed: Async
     assert token and token not in daemon.log()
 
 
-async def test_video_answers_unimplemented_clearly(chimed: AsyncChimed) -> None:
-    from chime.v1 import video_pb2
-
-    meeting = await create_meeting(chimed)
-    session = await create_session(chimed, meeting, "video")
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await chimed.video.StartLocal(video_pb2.StartLocalRequest(session_id=session.session_id))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "VideoService/StartLocal is not implemented" in (info.value.details() or "")
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await chimed.video.GetDevices(video_pb2.VideoServiceGetDevicesRequest())
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    view = EventStream(
-        chimed.video.BindView(video_pb2.BindViewRequest(session_id=session.session_id, tile_id=1))
-    )
-    assert await view.ended() == grpc.StatusCode.UNIMPLEMENTED
-    assert view.details and "VideoService/BindView" in view.details
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await chimed.video.StopLocal(video_pb2.StopLocalRequest(session_id="nope"))
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=session.session_id))
-
-
 def _self_signed(tmp_path: Any) -> tuple[str, str, bytes]:
     """A throwaway certificate for 127.0.0.1 / localhost."""
     import datetime

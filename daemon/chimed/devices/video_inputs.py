@@ -481,10 +481,10 @@ class ScreenSource(CaptureSource):
             check_size(*size)
             options["video_size"] = f"{size[0]}x{size[1]}"
         self.display = display
-        super().__init__(display, "x11grab", options, fps, functools.partial(_x11_present, display))
+        super().__init__(display, "x11grab", options, fps, functools.partial(x11_present, display))
 
 
-def _x11_present(display: str) -> bool:
+def x11_present(display: str) -> bool:
     """Whether a local display's server socket is still there (remote displays: assumed)."""
     host, _, number = display.partition(":")
     if host:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from chimed.devices.video_ids import parse
 from chimed.devices.video_inputs import (
     CameraSource,
@@ -10,7 +12,9 @@ from chimed.devices.video_inputs import (
     PatternSource,
     ScreenSource,
     VideoInput,
+    x11_present,
 )
+from chimed.errors import NotFound
 
 
 def blocks(device_id: str) -> bool:
@@ -34,3 +38,19 @@ def open_video_input(device_id: str, label: str = "") -> VideoInput:
     if parsed.name == "pattern":
         return PatternSource(*size, fps=parsed.fps, label=label)
     return FramesSource(*size, fps=parsed.fps)
+
+
+def check_present(device_id: str) -> None:
+    """Validate `device_id` and check, without opening it, that its file, local display or
+    camera is there (NotFound if not): what SwitchCamera and CreateSession check before the
+    input is opened."""
+    parsed = parse(device_id)
+    missing = ""
+    if parsed.name == "file" and not os.path.isfile(parsed.path):
+        missing = f"no file {parsed.path}"
+    elif parsed.scheme == "v4l2" and not os.path.exists(parsed.name):
+        missing = f"no camera {parsed.name}"
+    elif parsed.scheme == "x11" and not x11_present(parsed.name):
+        missing = f"no X server on display {parsed.name}"
+    if missing:
+        raise NotFound(f"video device {device_id!r}: {missing}")

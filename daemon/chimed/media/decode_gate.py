@@ -5,17 +5,27 @@ stands in for that queue: while `decoding` is off, frames are dropped instead of
 the end-of-stream marker (None) always passes, so the track still ends. Installed before the
 receiver starts, so its decoder thread reads through it.
 
+A received video stream gets the same gate (VideoDecodeGate), closed until a view binds, so a
+stream nobody views is never decoded; its picture size comes from keyframe headers instead.
+
 On an aiortc upgrade, re-check (aiortc 1.16): RTCRtpReceiver's private `__decoder_queue` (a
 queue.Queue the receiver puts into and its decoder thread gets from, created with the
-receiver).
+receiver; video items are (codec, JitterFrame) with the depayloaded frame in `.data`) and
+its coroutine `_send_rtcp_pli(media_ssrc)`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
+from collections.abc import Callable
 from typing import Any
 
+from chimed.media.video_bitstream import SizeWatcher
+
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_SEND_PLI = "_send_rtcp_pli"
+_requests: set[asyncio.Future[None]] = set()
 
 
 class DecodeGate:
@@ -44,3 +54,68 @@ def install(receiver: Any) -> DecodeGate | None:
     gate = DecodeGate(inner)
     setattr(receiver, _DECODER_QUEUE, gate)
     return gate
+
+
+class VideoDecodeGate(DecodeGate):
+    """A video receiver's decoder queue, gated like the audio one, that also reads each
+    frame's picture size from keyframe headers (so a stream nobody views still has a size)
+    and, once decoding is turned on, drops frames until a keyframe (decoding cannot start
+    from an inter frame; the receiver asks for one, see `request_keyframe`).
+
+    put() runs on the event loop (aiortc's receiver handles RTP there), so `on_size` does too.
+    """
+
+    def __init__(self, inner: queue.Queue[Any], on_size: Callable[[int, int], None]) -> None:
+        super().__init__(inner)
+        self.decoding = False
+        self.on_size = on_size
+        self._watchers: dict[str, SizeWatcher] = {}
+        self._need_keyframe = True
+
+    def set_decoding(self, decoding: bool) -> None:
+        if decoding and not self.decoding:
+            self._need_keyframe = True
+        self.decoding = decoding
+
+    def put(self, item: Any) -> None:
+        if item is None:
+            self.inner.put(item)
+            return
+        codec, encoded = item
+        name = str(getattr(codec, "mimeType", "")).split("/")[-1].upper()
+        watcher = self._watchers.get(name)
+        if watcher is None and name in ("VP8", "H264"):
+            watcher = self._watchers[name] = SizeWatcher(name, frames=True)
+        data = bytes(getattr(encoded, "data", b""))
+        size = watcher.feed(data) if watcher is not None else None
+        if size is not None:
+            self.on_size(*size)
+        keyframe = watcher is not None and watcher.keyframe
+        if not self.decoding or (self._need_keyframe and not keyframe):
+            self.dropped += 1
+            return
+        self._need_keyframe = False
+        self.inner.put(item)
+
+
+def install_video(receiver: Any, on_size: Callable[[int, int], None]) -> VideoDecodeGate | None:
+    """Gate a video `receiver`'s decoder queue (decoding off); None if this aiortc has none."""
+    inner = getattr(receiver, _DECODER_QUEUE, None)
+    if not isinstance(inner, queue.Queue):
+        return None
+    gate = VideoDecodeGate(inner, on_size)
+    setattr(receiver, _DECODER_QUEUE, gate)
+    return gate
+
+
+def request_keyframe(receiver: Any) -> bool:
+    """Ask the senders of what `receiver` gets for a keyframe (RTCP PLI per SSRC heard so
+    far); False if this aiortc has no way to."""
+    send_pli = getattr(receiver, _SEND_PLI, None)
+    if send_pli is None:
+        return False
+    for source in receiver.getSynchronizationSources():
+        request = asyncio.ensure_future(send_pli(source.source))
+        _requests.add(request)
+        request.add_done_callback(_requests.discard)
+    return True

@@ -144,12 +144,14 @@ def configure(pc: RTCPeerConnection, media: MediaConfig) -> bool:
 
 
 def settings_of(pc: RTCPeerConnection) -> list[IceSettings | None]:
-    """The settings each transceiver's ICE connection gathers with (None: unconfigured)."""
-    out: list[IceSettings | None] = []
+    """The settings each of `pc`'s ICE connections gathers with (None: unconfigured), in
+    transceiver order; bundled transceivers share one."""
+    out: dict[int, IceSettings | None] = {}
     for transceiver in pc.getTransceivers():
         gatherer = getattr(transceiver.receiver.transport.transport, "iceGatherer", None)
-        out.append(_settings.get(getattr(gatherer, "_connection", None)))
-    return out
+        connection = getattr(gatherer, "_connection", None)
+        out.setdefault(id(connection), _settings.get(connection))
+    return list(out.values())
 
 
 def pin_host_addresses(addresses: Sequence[str] | None) -> None:

@@ -1,4 +1,8 @@
-"""The one aiortc peer connection of a Chime attendee: one sendrecv audio transceiver.
+"""The one aiortc peer connection of a Chime attendee: the official web client's m-section
+layout: audio (sendrecv), the camera slot (inactive until a video input is set, then
+sendrecv), then one recvonly video transceiver per remote stream received, appended in
+ascending stream-id order and made inactive (never reused) when the stream is dropped. All
+bundled on one transport.
 
 The client always offers (the Chime media server never does); ICE servers are exactly the
 TURN servers JOIN_ACK names, or none at all, never aiortc's public STUN default. The audio
@@ -20,11 +24,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from chimed.config import LOOPBACK_MEDIA, MediaConfig
-from chimed.media import shortcuts
+from chimed.media import decode_gate, shortcuts
+from chimed.media.decode_gate import VideoDecodeGate
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import first_audio_codec
 from chimed.media.tracks import GateTrack, SilenceTrack
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 
 AudioConsumer = Callable[[MediaStreamTrack], Awaitable[None]]
 StateHandler = Callable[[str], None]
+VideoTrackHandler = Callable[[int, MediaStreamTrack], None]  # (stream id, received track)
+VideoSizeHandler = Callable[[int, int, int], None]  # (stream id, width, height)
 
 # Closing deletes the TURN allocation, and a TURN server that is gone is retried for up to
 # ~30 s (RFC 8489 timers). The close goes on in the background past this bound, so a stop
@@ -66,15 +73,27 @@ class ChimePeer:
         audio_output: AudioConsumer | None = None,
         muted: bool = False,
         media: MediaConfig = LOOPBACK_MEDIA,
+        video_input: MediaStreamTrack | None = None,
+        on_video_track: VideoTrackHandler | None = None,
+        on_video_size: VideoSizeHandler | None = None,
     ) -> None:
         self.media = media
-        self._pc = RTCPeerConnection(rtc_configuration(turn_uris, username, password))
+        configuration = rtc_configuration(turn_uris, username, password)
+        # One transport for every m-section (the media server bundles them all): a video
+        # section added later gathers nothing and allocates no TURN relay of its own.
+        configuration.bundlePolicy = RTCBundlePolicy.MAX_BUNDLE
+        self._pc = RTCPeerConnection(configuration)
         self._on_state = on_state
         self._silence = SilenceTrack()
         source = audio_input if audio_input is not None else self._silence
         self._gate = GateTrack(source, media.opus_complexity)
         self._gate.muted = muted
         self._transceiver = self._pc.addTransceiver(self._gate, direction="sendrecv")
+        self._camera = self._pc.addTransceiver("video", direction="inactive")
+        self.on_video_track = on_video_track
+        self.on_video_size = on_video_size
+        self._remote_video: dict[int, tuple[RTCRtpTransceiver, VideoDecodeGate | None]] = {}
+        self.set_video_input(video_input)
         # chimed's own paths for this audio stream (each off if aiortc is not the expected
         # one): this peer's ICE settings, the send loop, the decode gate, received RTP handled
         # inline and shallow receive buffering where the network allows it.
@@ -141,6 +160,71 @@ class ChimePeer:
         if self._decode_gate is not None:
             self._decode_gate.decoding = consumer is not None
 
+    # --- video ----------------------------------------------------------------------------
+    @property
+    def sends_video(self) -> bool:
+        return self._camera.direction != "inactive"
+
+    def set_video_input(self, track: MediaStreamTrack | None) -> None:
+        """Send this video track (None: the camera slot goes inactive). Takes effect for the
+        service at the next offer (renegotiate); the sender switches tracks at once."""
+        self._camera.sender.replaceTrack(track)
+        self._camera.direction = "sendrecv" if track is not None else "inactive"
+
+    @property
+    def remote_streams(self) -> list[int]:
+        """The remote stream ids received (or to be, at the next offer), in m-section order."""
+        return list(self._remote_video)
+
+    def set_remote_streams(self, stream_ids: Sequence[int]) -> bool:
+        """Receive exactly these remote streams from the next offer on; False if that is
+        already so. New ones get a recvonly transceiver each (ascending ids), dropped ones go
+        inactive for good."""
+        wanted = sorted(set(stream_ids))
+        if wanted == list(self._remote_video):
+            return False
+        for stream_id in list(self._remote_video):
+            if stream_id not in wanted:
+                transceiver, gate = self._remote_video.pop(stream_id)
+                transceiver.direction = "inactive"
+                if gate is not None:
+                    gate.set_decoding(False)
+        for stream_id in wanted:
+            if stream_id not in self._remote_video:
+                self._remote_video[stream_id] = self._add_receiver(stream_id)
+        return True
+
+    def _add_receiver(self, stream_id: int) -> tuple[RTCRtpTransceiver, VideoDecodeGate | None]:
+        transceiver = self._pc.addTransceiver("video", direction="recvonly")
+
+        def on_size(width: int, height: int) -> None:
+            if self.on_video_size is not None and stream_id in self._remote_video:
+                self.on_video_size(stream_id, width, height)
+
+        # Before the receiver starts: nothing is decoded until a view asks (set_decoding).
+        gate = shortcuts.video_gate(transceiver.receiver, on_size)
+        return transceiver, gate
+
+    def receive_stream_ids(self) -> list[int]:
+        """SUBSCRIBE's receive_stream_ids: per video m-section in order, its stream id when it
+        is a recvonly section, else 0 (the camera slot, dropped sections)."""
+        by_transceiver = {id(t): s for s, (t, _) in self._remote_video.items()}
+        return [
+            by_transceiver.get(id(t), 0) for t in self._pc.getTransceivers() if t.kind == "video"
+        ]
+
+    def set_video_decoding(self, stream_id: int, decoding: bool) -> None:
+        """Decode a received stream (a view is bound) or not; turning it on asks the sender
+        for a keyframe, so the first picture comes at once."""
+        transceiver, gate = self._remote_video.get(stream_id, (None, None))
+        if transceiver is None or gate is None:
+            return
+        if decoding and not gate.decoding:
+            gate.set_decoding(True)
+            decode_gate.request_keyframe(transceiver.receiver)
+        elif not decoding:
+            gate.set_decoding(False)
+
     def set_muted(self, muted: bool) -> None:
         self._gate.muted = muted
 
@@ -160,7 +244,12 @@ class ChimePeer:
         self._silence.stop()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "audio" or self._closed:
+        if self._closed:
+            return
+        if track.kind == "video":
+            for stream_id, (transceiver, _) in self._remote_video.items():
+                if transceiver.receiver.track is track and self.on_video_track is not None:
+                    self.on_video_track(stream_id, track)
             return
         self._remote = track
         self._start_output()

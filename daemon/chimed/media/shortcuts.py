@@ -16,6 +16,8 @@ embedded media server's peers), counted per peer engaged or stood aside:
 - send_loop, direct_send: chimed.media.rtp_send
 - inline_receive: chimed.media.rtp_receive
 - decoder_gate: chimed.media.decode_gate
+- video_decoder_gate: chimed.media.decode_gate (per received video stream; with its keyframe
+  requests)
 - shallow_jitter: chimed.media.jitter
 - ice_settings: chimed.media.ice (the peer's MediaConfig reaches its aioice connections)
 """
@@ -31,7 +33,7 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver
 
 from chimed.config import MediaConfig
 from chimed.media import decode_gate, fastpath, ice, jitter, rtp_receive, rtp_send
-from chimed.media.decode_gate import DecodeGate
+from chimed.media.decode_gate import DecodeGate, VideoDecodeGate
 from chimed.media.tracks import GateTrack
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,11 @@ class Status:
     """Why it last stood aside."""
 
 
+# Per received video stream, so only for peers that receive video.
+PER_VIDEO_STREAM = ("video_decoder_gate",)
+
 _status: dict[str, Status] = {n: Status(n, False) for n in PROCESS_WIDE} | {
-    n: Status(n, True) for n in PER_PEER
+    n: Status(n, True) for n in PER_PEER + PER_VIDEO_STREAM
 }
 _installed = False
 
@@ -156,10 +161,19 @@ def install_peer(
     return PeerShortcuts(send_loop, gate_, inline, shallow)
 
 
+def video_gate(receiver: Any, on_size: Callable[[int, int], None]) -> VideoDecodeGate | None:
+    """The decoder gate of a received video stream (closed until a view binds), reporting its
+    picture size from keyframe headers; None when aiortc's receiver has no decoder queue (then
+    every frame is decoded, and sizes come from decoded frames only when viewed)."""
+    gate = decode_gate.install_video(receiver, on_size)
+    _record("video_decoder_gate", gate, "RTCRtpReceiver has no decoder queue")
+    return gate
+
+
 @dataclass(frozen=True)
 class Applied:
     """What a peer connection's shortcuts run with, read from the live objects: per audio
-    receiver its jitter buffer depth (None: aiortc's), per transceiver its ICE settings
+    receiver its jitter buffer depth (None: aiortc's), per ICE connection its settings
     (None: not configured by chimed)."""
 
     jitter_depths: tuple[int | None, ...]

@@ -228,15 +228,23 @@ class SizeWatcher:
     nobody views (so nothing decodes it): feed() each RTP payload; it returns the size when a
     keyframe shows one that differs from the last seen, else None."""
 
-    def __init__(self, codec: str) -> None:
-        parsers = {"VP8": vp8_payload_size, "H264": h264_payload_size}
+    def __init__(self, codec: str, *, frames: bool = False) -> None:
+        """`frames`: feed() takes whole depayloaded frames (a VP8 frame, an H.264 Annex B
+        access unit: what aiortc's receiver hands its decoder) instead of RTP payloads."""
+        parsers = (
+            {"VP8": vp8_frame_size, "H264": h264_annexb_size}
+            if frames
+            else {"VP8": vp8_payload_size, "H264": h264_payload_size}
+        )
         if codec.upper() not in parsers:
             raise ValueError(f"no keyframe size parser for codec {codec!r}")
         self._parse = parsers[codec.upper()]
         self.size: Size | None = None
+        self.keyframe = False
 
     def feed(self, payload: bytes) -> Size | None:
         size = self._parse(payload)
+        self.keyframe = size is not None  # the last payload fed starts a keyframe
         if size is None or size == self.size:
             return None
         self.size = size

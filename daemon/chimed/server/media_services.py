@@ -1,6 +1,5 @@
 """AudioService and VideoService: parse chime.v1 requests, call the session layer
-(session/manager.py), build the responses.
-Video answers UNIMPLEMENTED with a message saying so, until that part lands."""
+(session/manager.py), build the responses."""
 
 from __future__ import annotations
 
@@ -8,19 +7,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from chime.v1 import audio_pb2, audio_pb2_grpc, video_pb2_grpc
+from chime.v1 import audio_pb2, audio_pb2_grpc, video_pb2, video_pb2_grpc
 
 from chimed.audio_format import SAMPLE_RATE
 from chimed.devices.pcm import MAX_FEED_RATE, MIN_FEED_RATE
-from chimed.errors import InvalidArgument, Unimplemented
+from chimed.errors import InvalidArgument
 from chimed.server.errors import Servicer, streaming, unary
 from chimed.session.manager import SessionManager
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def _not_yet(what: str) -> Unimplemented:
-    return Unimplemented(f"{what} is not implemented in this version of chimed")
 
 
 def _pcm_format(fmt: audio_pb2.PcmFormat, default_rate: int | None) -> tuple[int, int]:
@@ -109,47 +104,142 @@ class AudioService(audio_pb2_grpc.AudioServiceServicer, Servicer):
             yield audio_pb2.StreamOutputResponse(pcm=pcm, sequence=sequence)
 
 
-def _video_rpc(rpc: str, streaming_rpc: bool = False) -> Any:
-    """A VideoService RPC that is not implemented yet; unknown sessions are NOT_FOUND all the
-    same, so callers see the same errors they will see once video lands."""
-
-    def refuse(self: VideoService, request: Any) -> Unimplemented:
-        if hasattr(request, "session_id"):
-            self.manager.get(request.session_id)
-        return _not_yet(f"VideoService/{rpc}")
-
-    if streaming_rpc:
-
-        @streaming
-        async def stream(self: VideoService, request: Any, context: Ctx) -> AsyncIterator[Any]:
-            raise refuse(self, request)
-            yield  # makes this an async generator
-
-        return stream
-
-    @unary
-    async def call(self: VideoService, request: Any, context: Ctx) -> Any:
-        raise refuse(self, request)
-
-    return call
-
-
 class VideoService(video_pb2_grpc.VideoServiceServicer, Servicer):
     def __init__(self, manager: SessionManager, *, token: str | None) -> None:
         self.manager = manager
         self.token = token
 
-    StartLocal = _video_rpc("StartLocal")
-    StopLocal = _video_rpc("StopLocal")
-    StartRemote = _video_rpc("StartRemote")
-    StopRemote = _video_rpc("StopRemote")
-    GetDevices = _video_rpc("GetDevices")
-    GetActiveCamera = _video_rpc("GetActiveCamera")
-    SwitchCamera = _video_rpc("SwitchCamera")
-    BindView = _video_rpc("BindView", streaming_rpc=True)
-    UnbindView = _video_rpc("UnbindView")
-    PauseTile = _video_rpc("PauseTile")
-    ResumeTile = _video_rpc("ResumeTile")
-    StreamInput = _video_rpc("StreamInput")
-    StartContentShare = _video_rpc("StartContentShare")
-    StopContentShare = _video_rpc("StopContentShare")
+    @unary
+    async def StartLocal(
+        self, request: video_pb2.StartLocalRequest, context: Ctx
+    ) -> video_pb2.StartLocalResponse:
+        await self.manager.get(request.session_id).start_local_video()
+        return video_pb2.StartLocalResponse()
+
+    @unary
+    async def StopLocal(
+        self, request: video_pb2.StopLocalRequest, context: Ctx
+    ) -> video_pb2.StopLocalResponse:
+        await self.manager.get(request.session_id).stop_local_video()
+        return video_pb2.StopLocalResponse()
+
+    @unary
+    async def StartRemote(
+        self, request: video_pb2.StartRemoteRequest, context: Ctx
+    ) -> video_pb2.StartRemoteResponse:
+        await self.manager.get(request.session_id).start_remote_video()
+        return video_pb2.StartRemoteResponse()
+
+    @unary
+    async def StopRemote(
+        self, request: video_pb2.StopRemoteRequest, context: Ctx
+    ) -> video_pb2.StopRemoteResponse:
+        await self.manager.get(request.session_id).stop_remote_video()
+        return video_pb2.StopRemoteResponse()
+
+    @unary
+    async def GetDevices(
+        self, request: video_pb2.VideoServiceGetDevicesRequest, context: Ctx
+    ) -> video_pb2.VideoServiceGetDevicesResponse:
+        return video_pb2.VideoServiceGetDevicesResponse(devices=self.manager.video_devices())
+
+    @unary
+    async def GetActiveCamera(
+        self, request: video_pb2.GetActiveCameraRequest, context: Ctx
+    ) -> video_pb2.GetActiveCameraResponse:
+        device = self.manager.get(request.session_id).active_camera()
+        return video_pb2.GetActiveCameraResponse(device=device)
+
+    @unary
+    async def SwitchCamera(
+        self, request: video_pb2.SwitchCameraRequest, context: Ctx
+    ) -> video_pb2.SwitchCameraResponse:
+        session = self.manager.get(request.session_id)
+        return video_pb2.SwitchCameraResponse(device=await session.switch_camera(request.device_id))
+
+    @streaming
+    async def BindView(
+        self, request: video_pb2.BindViewRequest, context: Ctx
+    ) -> AsyncIterator[video_pb2.BindViewResponse]:
+        session = self.manager.get(request.session_id)
+        frames = session.bind_view(
+            request.tile_id, request.format, request.max_fps, request.max_width, request.max_height
+        )
+        async for frame, timestamp_us in frames:
+            yield video_pb2.BindViewResponse(
+                tile_id=request.tile_id,
+                width=frame.width,
+                height=frame.height,
+                format=request.format,
+                data=frame.data,
+                timestamp_us=timestamp_us,
+            )
+
+    @unary
+    async def UnbindView(
+        self, request: video_pb2.UnbindViewRequest, context: Ctx
+    ) -> video_pb2.UnbindViewResponse:
+        self.manager.get(request.session_id).unbind_view(request.tile_id)
+        return video_pb2.UnbindViewResponse()
+
+    @unary
+    async def PauseTile(
+        self, request: video_pb2.PauseTileRequest, context: Ctx
+    ) -> video_pb2.PauseTileResponse:
+        session = self.manager.get(request.session_id)
+        return video_pb2.PauseTileResponse(
+            tile_state=await session.pause_tile(request.tile_id, True)
+        )
+
+    @unary
+    async def ResumeTile(
+        self, request: video_pb2.ResumeTileRequest, context: Ctx
+    ) -> video_pb2.ResumeTileResponse:
+        session = self.manager.get(request.session_id)
+        state = await session.pause_tile(request.tile_id, False)
+        return video_pb2.ResumeTileResponse(tile_state=state)
+
+    @unary
+    async def StreamInput(
+        self,
+        request_iterator: AsyncIterator[video_pb2.VideoServiceStreamInputRequest],
+        context: Ctx,
+    ) -> video_pb2.VideoServiceStreamInputResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            raise InvalidArgument("the stream is empty; its first message names the session")
+        session = self.manager.get(first.session_id)
+
+        async def frames() -> AsyncIterator[bytes]:
+            yield first.data
+            async for message in request_iterator:
+                if message.session_id and message.session_id != first.session_id:
+                    raise InvalidArgument("session_id must stay the first message's")
+                if (message.format, message.width, message.height) != (
+                    first.format,
+                    first.width,
+                    first.height,
+                ):
+                    raise InvalidArgument(
+                        f"every frame must be {first.width}x{first.height} in the first "
+                        f"frame's format, got {message.width}x{message.height}"
+                    )
+                yield message.data
+
+        taken = await session.feed_video(first.width, first.height, first.format, frames())
+        return video_pb2.VideoServiceStreamInputResponse(frames_received=taken)
+
+    @unary
+    async def StartContentShare(
+        self, request: video_pb2.StartContentShareRequest, context: Ctx
+    ) -> video_pb2.StartContentShareResponse:
+        session = self.manager.get(request.session_id)
+        attendee_id = await session.start_content_share(request.device_id)
+        return video_pb2.StartContentShareResponse(attendee_id=attendee_id)
+
+    @unary
+    async def StopContentShare(
+        self, request: video_pb2.StopContentShareRequest, context: Ctx
+    ) -> video_pb2.StopContentShareResponse:
+        await self.manager.get(request.session_id).stop_content_share()
+        return video_pb2.StopContentShareResponse()

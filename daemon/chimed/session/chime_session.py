@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 
 from chimed.config import LOOPBACK_MEDIA, MediaConfig
 from chimed.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
-from chimed.media.peer import AudioConsumer, ChimePeer
+from chimed.media.peer import AudioConsumer, ChimePeer, VideoSizeHandler, VideoTrackHandler
 from chimed.session import status as st
 from chimed.session.config import SessionConfig
 from chimed.session.events import EventSink, ObserverKind
@@ -162,6 +162,16 @@ class ChimeSession:
         # start), release them once a stop has torn the media down.
         self.on_starting: Callable[[], None] | None = None
         self.on_stopped: Callable[[], Awaitable[None]] | None = None
+        # Seams for the video layer (session/video.py): every INDEX and SUBSCRIBE_ACK, the
+        # received video tracks and sizes, the moment the session starts and stops.
+        self.on_index: Callable[[sig.SdkIndexFrame], None] | None = None
+        self.on_subscribe_ack: Callable[[Frame], None] | None = None
+        self.on_video_track: VideoTrackHandler | None = None
+        self.on_video_size: VideoSizeHandler | None = None
+        self.on_media_started: Callable[[], None] | None = None
+        self.on_media_stopped: Callable[[types_pb2.SessionStatus], None] | None = None
+        self._video_input: MediaStreamTrack | None = None
+        self._negotiating = asyncio.Lock()
         self._roster = Roster()
         self._signaling: SignalingClient | None = None
         self._peer: ChimePeer | None = None
@@ -203,6 +213,47 @@ class ChimeSession:
         self._audio_input = track
         if self._peer is not None:
             self._peer.set_audio_input(track)
+
+    def set_video_input(self, track: MediaStreamTrack | None) -> None:
+        """The video this attendee sends (None: none); the service learns of it at the next
+        renegotiate()."""
+        self._video_input = track
+        if self._peer is not None:
+            self._peer.set_video_input(track)
+
+    async def renegotiate(self) -> Frame:
+        """A new offer and SUBSCRIBE for the peer's current video send and receive layout
+        (the web client's resubscribe); returns the SUBSCRIBE_ACK."""
+        peer, signaling = self._peer, self._signaling
+        if self._state != STARTED or peer is None or signaling is None:
+            raise SessionStateError(f"session is {state_name(self._state)}; start it first")
+        try:
+            return await self._negotiate(peer, signaling)
+        except SignalingError as e:
+            raise SessionStateError(f"signaling connection lost: {e}") from None
+
+    async def _negotiate(self, peer: ChimePeer, signaling: SignalingClient) -> Frame:
+        c = self.config
+        async with self._negotiating:
+            offer = await peer.create_offer()
+            sub_ack = self._expect(Frame.SUBSCRIBE_ACK)
+            await signaling.send(
+                messages.subscribe(
+                    offer,
+                    c.audio_host_url,
+                    self._muted,
+                    c.attendee_id,
+                    send_video=peer.sends_video,
+                    receive_stream_ids=peer.receive_stream_ids(),
+                )
+            )
+            self._subscribed = True
+            self._step = "SUBSCRIBE_ACK"
+            answer = await asyncio.wait_for(sub_ack, self._join_timeout)
+            await peer.apply_answer(answer.suback.sdp_answer)
+            if self.on_subscribe_ack is not None:
+                self.on_subscribe_ack(answer)
+            return answer
 
     def set_audio_output(self, consumer: AudioConsumer | None) -> None:
         """Who consumes the received mix (None: drained); takes effect at once when joined."""
@@ -291,6 +342,16 @@ class ChimeSession:
             self.config.external_user_id,
         )
 
+    async def send_pause(self, stream_ids: list[int], paused: bool) -> None:
+        """PAUSE or RESUME the reception of remote video streams."""
+        signaling = self._signaling
+        if self._state != STARTED or signaling is None:
+            raise SessionStateError(f"session is {state_name(self._state)}; start it first")
+        try:
+            await signaling.send(messages.pause(stream_ids, paused))
+        except SignalingError as e:
+            raise SessionStateError(f"signaling connection lost: {e}") from None
+
     async def set_muted(self, muted: bool) -> None:
         """Mute or unmute: silence what is sent and tell the service (AUDIO_CONTROL)."""
         self._muted = muted
@@ -353,17 +414,12 @@ class ChimeSession:
             audio_output=self._audio_output,
             muted=self._muted,
             media=self.media,
+            video_input=self._video_input,
+            on_video_track=self.on_video_track,
+            on_video_size=self.on_video_size,
         )
         self._step = "ICE gathering"
-        offer = await self._peer.create_offer()
-        sub_ack = self._expect(Frame.SUBSCRIBE_ACK)
-        await signaling.send(
-            messages.subscribe(offer, c.audio_host_url, self._muted, c.attendee_id)
-        )
-        self._subscribed = True
-        self._step = "SUBSCRIBE_ACK"
-        answer = await sub_ack
-        await self._peer.apply_answer(answer.suback.sdp_answer)
+        await self._negotiate(self._peer, signaling)
         self._step = "media connection and attendee presence"
         self._check_started()
         assert self._started is not None
@@ -387,6 +443,8 @@ class ChimeSession:
         self._emit_av("audio_session_started", events_pb2.AudioSessionStarted(reconnecting=False))
         if self._started is not None and not self._started.done():
             self._started.set_result(None)
+        if self.on_media_started is not None:
+            self.on_media_started()
 
     # --- incoming --------------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:
@@ -411,6 +469,9 @@ class ChimeSession:
                     "data_message_received",
                     events_pb2.DataMessageReceived(data_message=received_data_message(payload)),
                 )
+        elif frame.type == Frame.INDEX:
+            if self.on_index is not None:
+                self.on_index(frame.index)
         elif frame.type == Frame.AUDIO_METADATA:
             if self.on_audio_metadata is not None:
                 self.on_audio_metadata(frame.audio_metadata)
@@ -471,6 +532,8 @@ class ChimeSession:
                 )
         self._roster.clear()
         self._subscribed = False
+        if self.on_media_stopped is not None:
+            self.on_media_stopped(status)
         self.last_status = status
         self._state = STOPPED
         started = self._started

@@ -19,23 +19,30 @@ from chime.v1 import events_pb2, session_pb2, types_pb2
 from google.protobuf.message import Message
 
 from chimed.config import LOOPBACK_MEDIA, MediaConfig
+from chimed.devices.video_listing import video_devices
+from chimed.devices.video_opening import check_present
 from chimed.errors import (
     AlreadyExists,
+    ChimedError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
     Unavailable,
     require,
 )
+from chimed.media.video_frames import FrameConverter, FrameFormat, RateLimiter
 from chimed.meetings.convert import attendee_from_json, meeting_from_json, parse_document
 from chimed.session.audio import SessionAudio, check_selection
 from chimed.session.chime_session import ChimeSession, validate_data_message
 from chimed.session.config import SessionConfig
+from chimed.session.content_share import ContentShare
 from chimed.session.device_monitor import DeviceMonitor
 from chimed.session.events import ObserverKind
 from chimed.session.observers import ObserverHub
 from chimed.session.realtime import RealtimeAudio
 from chimed.session.roster import Roster
+from chimed.session.video import SessionVideo, ViewFrames
 from chimed.signaling.data_limits import TOPIC_PATTERN, valid_topic
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,9 @@ class ManagedSession:
     devices: session_pb2.DeviceSelection  # kept current by `audio`
     audio: SessionAudio
     realtime: RealtimeAudio
+    video: SessionVideo
+    media: MediaConfig = LOOPBACK_MEDIA
+    content: ContentShare | None = None  # while sharing content
     create_time_ns: int = field(default_factory=time.time_ns)
 
     def to_proto(self, include_join_token: bool = False) -> session_pb2.Session:
@@ -105,6 +115,7 @@ class ManagedSession:
             await self.chime_session.wait_started(START_WAIT_TIMEOUT_S)
 
     async def stop(self) -> None:
+        await self.stop_content_share()
         await self.chime_session.stop()
 
     async def send_message(
@@ -173,6 +184,74 @@ class ManagedSession:
         """The meeting mix as s16le chunks, until the session stops."""
         return self.audio.pcm_output(sample_rate, channels)
 
+    # --- video (the seed's ChimeVideo and tile operations) --------------------------------
+    async def start_local_video(self) -> None:
+        await self.video.start_local()
+
+    async def stop_local_video(self) -> None:
+        await self.video.stop_local()
+
+    async def start_remote_video(self) -> None:
+        await self.video.start_remote()
+
+    async def stop_remote_video(self) -> None:
+        await self.video.stop_remote()
+
+    def active_camera(self) -> types_pb2.MediaDevice:
+        return self.video.active_camera()
+
+    async def switch_camera(self, device_id: str) -> types_pb2.MediaDevice:
+        return await self.video.switch_camera(device_id)
+
+    def bind_view(
+        self,
+        tile_id: int,
+        frame_format: FrameFormat,
+        max_fps: float = 0,
+        max_width: int = 0,
+        max_height: int = 0,
+    ) -> ViewFrames:
+        """A tile's frames (the seed's bindView); bad formats and sizes fail here, before the
+        first frame."""
+        converter = FrameConverter(frame_format, max_width, max_height)
+        limiter = RateLimiter(max_fps)
+        self.video.tile(tile_id)
+        return self.video.frames(tile_id, converter, limiter)
+
+    def unbind_view(self, tile_id: int) -> None:
+        self.video.unbind(tile_id)
+
+    async def pause_tile(self, tile_id: int, paused: bool) -> types_pb2.VideoTileState:
+        return await self.video.pause_tile(tile_id, paused)
+
+    async def feed_video(
+        self, width: int, height: int, frame_format: FrameFormat, frames: AsyncIterator[bytes]
+    ) -> int:
+        return await self.video.feed_frames(width, height, frame_format, frames)
+
+    async def start_content_share(self, device_id: str) -> str:
+        """Join "<attendee>#content" sending `device_id`; returns its attendee id."""
+        require(device_id, "device_id")
+        check_present(device_id)
+        if self.chime_session.state != session_pb2.SESSION_STATE_STARTED:
+            raise FailedPrecondition("content share needs a STARTED session (Start it first)")
+        if self.content is not None:
+            raise AlreadyExists(f"session {self.session_id} already shares content")
+        share = ContentShare(self.config, device_id, self.media)
+        self.content = share
+        try:
+            await share.start()
+        except BaseException:
+            self.content = None
+            raise
+        return share.attendee_id
+
+    async def stop_content_share(self) -> None:
+        """The content attendee leaves; nothing happens when none is sharing."""
+        share, self.content = self.content, None
+        if share is not None:
+            await share.stop()
+
     def snapshot(self, kind: ObserverKind) -> list[tuple[str, Message]]:
         """The current state a new stream of this kind starts with."""
         state = self.chime_session.state
@@ -191,6 +270,8 @@ class ManagedSession:
                 )
             elif state == session_pb2.SESSION_STATE_STARTED:
                 out.append(("audio_session_started", events_pb2.AudioSessionStarted()))
+        elif kind is ObserverKind.TILE:
+            out.extend(self.video.snapshot())
         elif kind is ObserverKind.REALTIME:
             present = self.chime_session.attendees()
             if present:
@@ -290,6 +371,11 @@ class SessionManager:
         if not SESSION_ID_RE.fullmatch(session_id):
             raise InvalidArgument("session_id must be 1-64 of [A-Za-z0-9_.-]")
         await check_selection(request.devices, self.devices)
+        if request.devices.video_input_device_id:
+            try:
+                check_present(request.devices.video_input_device_id)
+            except ChimedError as e:
+                raise type(e)(f"devices.video_input_device_id: {e.message}") from None
         # From here to the insertion nothing awaits, so the uniqueness checks hold.
         if session_id in self.sessions:
             raise AlreadyExists(f"session {session_id} already exists")
@@ -313,7 +399,10 @@ class SessionManager:
         selection = session_pb2.DeviceSelection()
         selection.CopyFrom(request.devices)
         audio = SessionAudio(core, hub, selection, self.devices)
-        managed = ManagedSession(session_id, config, core, hub, selection, audio, realtime)
+        video = SessionVideo(core, hub, selection)
+        managed = ManagedSession(
+            session_id, config, core, hub, selection, audio, realtime, video, self.media
+        )
         self.sessions[session_id] = managed
         log.info(
             "session %s created for attendee %s of meeting %s",
@@ -333,6 +422,10 @@ class SessionManager:
     def list_sessions(self) -> list[ManagedSession]:
         return list(self.sessions.values())
 
+    def video_devices(self) -> list[types_pb2.MediaDevice]:
+        """The video inputs now: cameras, X11 screens, virtual sources."""
+        return video_devices()
+
     async def list_devices(self) -> list[types_pb2.MediaDevice]:
         """The daemon's audio devices now (hardware freshly listed, then virtual ones)."""
         return await self.devices.list()
@@ -341,24 +434,24 @@ class SessionManager:
         session = self.get(session_id)
         del self.sessions[session_id]
         try:
-            await session.chime_session.stop()
+            await session.stop()
         finally:
             session.hub.close()  # streams end cleanly
             await session.audio.delete()
             await session.realtime.close()
+            await session.video.close()
         log.info("session %s deleted", session_id)
 
     async def shutdown(self) -> None:
         """Leave every meeting properly and end every stream (UNAVAILABLE)."""
         sessions = list(self.sessions.values())
         self.sessions.clear()
-        results = await asyncio.gather(
-            *(s.chime_session.stop() for s in sessions), return_exceptions=True
-        )
+        results = await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
         for session, result in zip(sessions, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("session %s did not stop cleanly: %r", session.session_id, result)
             session.hub.close(Unavailable("chimed is shutting down"))
             await session.audio.delete()
             await session.realtime.close()
+            await session.video.close()
         await self.devices.close()

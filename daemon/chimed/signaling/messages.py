@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Sequence
 
 from chime.signaling import signaling_pb2 as sig
 
@@ -17,6 +18,13 @@ Frame = sig.SdkSignalFrame
 AUDIO_TRACK_LABEL = "AmazonChimeExpressAudio"
 AUDIO_STREAM_ID = 1
 AUDIO_GROUP_ID = 1
+# The web client's video send descriptor: stream 2 / group 2 are placeholders the service
+# replaces (SUBSCRIBE_ACK allocations carry the real ids), re-sent on every SUBSCRIBE.
+VIDEO_TRACK_LABEL = "AmazonChimeExpressVideo"
+VIDEO_STREAM_ID = 2
+VIDEO_GROUP_ID = 2
+VIDEO_FRAMERATE = 15
+VIDEO_MAX_BITRATE_KBPS = 1500  # the web client's uplink policy with at most two publishers
 CLIENT_SOURCE = "chimed"
 
 
@@ -69,19 +77,52 @@ def audio_send_stream(attendee_id: str) -> sig.SdkStreamDescriptor:
     )
 
 
-def subscribe(sdp_offer: str, audio_host: str, audio_muted: bool, attendee_id: str) -> Frame:
-    # duplex RX with an audio send stream is what the web client sends for audio-only;
-    # receive stream 0 is the mixed audio.
+def video_send_stream(attendee_id: str) -> sig.SdkStreamDescriptor:
+    return sig.SdkStreamDescriptor(
+        stream_id=VIDEO_STREAM_ID,
+        group_id=VIDEO_GROUP_ID,
+        framerate=VIDEO_FRAMERATE,
+        max_bitrate_kbps=VIDEO_MAX_BITRATE_KBPS,
+        avg_bitrate_bps=0,
+        track_label=VIDEO_TRACK_LABEL,
+        attendee_id=attendee_id,
+        media_type=sig.VIDEO,
+    )
+
+
+def subscribe(
+    sdp_offer: str,
+    audio_host: str,
+    audio_muted: bool,
+    attendee_id: str,
+    *,
+    send_video: bool = False,
+    receive_stream_ids: Sequence[int] = (0,),
+) -> Frame:
+    # Audio only: duplex RX with the audio send stream. Sending video: DUPLEX with the video
+    # descriptor too. receive_stream_ids line up with the offer's video m-sections: 0 for the
+    # camera slot (and dropped sections), the stream id for each recvonly one.
+    send_streams = [audio_send_stream(attendee_id)]
+    if send_video:
+        send_streams.append(video_send_stream(attendee_id))
     return Frame(
         type=Frame.SUBSCRIBE,
         sub=sig.SdkSubscribeFrame(
-            duplex=sig.RX,
-            send_streams=[audio_send_stream(attendee_id)],
-            receive_stream_ids=[0],
+            duplex=sig.DUPLEX if send_video else sig.RX,
+            send_streams=send_streams,
+            receive_stream_ids=list(receive_stream_ids),
             sdp_offer=sdp_offer,
             audio_host=audio_host,
             audio_muted=audio_muted,
         ),
+    )
+
+
+def pause(stream_ids: Sequence[int], paused: bool) -> Frame:
+    """PAUSE (or RESUME) the reception of these remote streams."""
+    return Frame(
+        type=Frame.PAUSE if paused else Frame.RESUME,
+        pause=sig.SdkPauseResumeFrame(stream_ids=list(stream_ids)),
     )
 
 
