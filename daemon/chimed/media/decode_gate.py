@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,13 +63,26 @@ class VideoDecodeGate(DecodeGate):
     and, once decoding is turned on, drops frames until a keyframe (decoding cannot start
     from an inter frame; the receiver asks for one, see `request_keyframe`).
 
-    put() runs on the event loop (aiortc's receiver handles RTP there), so `on_size` does too.
+    Until a keyframe has shown the size, and while decoding waits for one, `ask_keyframe` is
+    called (at most every KEYFRAME_ASK_S): a sender only sends keyframes when asked, and a new
+    receiver has to ask, as browsers do.
+
+    put() runs on the event loop (aiortc's receiver handles RTP there), so the callbacks do too.
     """
 
-    def __init__(self, inner: queue.Queue[Any], on_size: Callable[[int, int], None]) -> None:
+    KEYFRAME_ASK_S = 0.5
+
+    def __init__(
+        self,
+        inner: queue.Queue[Any],
+        on_size: Callable[[int, int], None],
+        ask_keyframe: Callable[[], object],
+    ) -> None:
         super().__init__(inner)
         self.decoding = False
         self.on_size = on_size
+        self.ask_keyframe = ask_keyframe
+        self._asked = -self.KEYFRAME_ASK_S
         self._watchers: dict[str, SizeWatcher] = {}
         self._need_keyframe = True
 
@@ -91,6 +105,13 @@ class VideoDecodeGate(DecodeGate):
         if size is not None:
             self.on_size(*size)
         keyframe = watcher is not None and watcher.keyframe
+        waiting = watcher is not None and (
+            watcher.size is None or (self.decoding and self._need_keyframe)
+        )
+        now = time.monotonic()
+        if waiting and not keyframe and now - self._asked >= self.KEYFRAME_ASK_S:
+            self._asked = now
+            self.ask_keyframe()
         if not self.decoding or (self._need_keyframe and not keyframe):
             self.dropped += 1
             return
@@ -103,7 +124,7 @@ def install_video(receiver: Any, on_size: Callable[[int, int], None]) -> VideoDe
     inner = getattr(receiver, _DECODER_QUEUE, None)
     if not isinstance(inner, queue.Queue):
         return None
-    gate = VideoDecodeGate(inner, on_size)
+    gate = VideoDecodeGate(inner, on_size, lambda: request_keyframe(receiver))
     setattr(receiver, _DECODER_QUEUE, gate)
     return gate
 
