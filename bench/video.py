@@ -232,13 +232,16 @@ async def remote_tile(chimed: AsyncChimed, sid: str, of_attendee: str) -> int:
     try:
         await call.initial_metadata()  # the observer is registered
         await chimed.video.StartRemote(V.StartRemoteRequest(session_id=sid))
-        async with asyncio.timeout(TIMEOUT):
-            async for event in call:
-                if event.WhichOneof("event") != "video_tile_added":
-                    continue
-                state = event.video_tile_added.tile_state
-                if state.attendee_id == of_attendee and not state.is_local_tile:
-                    return int(state.tile_id)
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                async for event in call:
+                    if event.WhichOneof("event") != "video_tile_added":
+                        continue
+                    state = event.video_tile_added.tile_state
+                    if state.attendee_id == of_attendee and not state.is_local_tile:
+                        return int(state.tile_id)
+        except TimeoutError:
+            raise TimeoutError(f"no tile for {of_attendee} within {TIMEOUT:g} s") from None
         raise RuntimeError("the tile observer stream ended before the tile came")
     finally:
         call.cancel()
@@ -271,7 +274,10 @@ class View:
                 self.first.set()
 
     async def wait_first(self) -> None:
-        await asyncio.wait_for(self.first.wait(), TIMEOUT)
+        try:
+            await asyncio.wait_for(self.first.wait(), TIMEOUT)
+        except TimeoutError:
+            raise TimeoutError(f"BindView gave no frame within {TIMEOUT:g} s") from None
 
     async def close(self) -> None:
         self.call.cancel()
