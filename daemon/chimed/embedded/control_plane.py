@@ -347,6 +347,7 @@ class ControlPlane:
             tenant_ids=body.get("TenantIds"),
             meeting_features=body.get("MeetingFeatures"),
             primary_meeting_id=body.get("PrimaryMeetingId", ""),
+            tags={t["Key"]: t["Value"] for t in body.get("Tags") or []},
         )
         out: Json = {"Meeting": self._meeting_json(meeting)}
         if op == "CreateMeetingWithAttendees":

@@ -3,8 +3,10 @@
 The server never offers; it answers each SUBSCRIBE's offer (a re-offer renegotiates the same
 peer connection). Audio is sendrecv: the attendee's track is consumed (its first frame makes
 the attendee present) and pushed to the meeting's mixer; the attendee receives one track,
-`ListenerTrack`, that pulls its next 20 ms from the mixer. Video m-lines are answered
-inactive until video forwarding exists.
+`ListenerTrack`, that pulls its next 20 ms from the mixer. Video is forwarded, never decoded
+(chimed.embedded.video_router): the camera section is answered `recvonly` while the session is
+an admitted video sender, each `recvonly` section of the offer `sendonly` with the stream the
+SUBSCRIBE asks for on it, any other video section inactive.
 
 The mixer is the seam for real mixing: `Mixer.push` takes a speaker's decoded frames,
 `Mixer.pull` gives a listener's next chunk of PCM (chimed.embedded.mixer.AudioMixer). Every
@@ -25,7 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import av
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from chime.signaling import signaling_pb2 as pb
@@ -35,6 +43,8 @@ from chimed.config import LOOPBACK_MEDIA, MediaConfig
 from chimed.embedded.audio_levels import MetadataTracker
 from chimed.embedded.mixer import AudioMixer
 from chimed.embedded.opus_out import OpusStream, SharedOpus
+from chimed.embedded.sdp_sections import receive_capabilities, sections, video_layout
+from chimed.embedded.video_router import VideoRouter, VideoTrack
 from chimed.media import shortcuts
 from chimed.media.ice import rtc_configuration
 from chimed.media.opus import OPUS_SILENCE, first_audio_codec
@@ -119,10 +129,21 @@ class ListenerTrack(MediaStreamTrack):
         return frame
 
 
+@dataclass(frozen=True)
+class VideoPlan:
+    """What a SUBSCRIBE asks of video: the stream the session may send (its admitted source's
+    id, None when it sends none or was refused), and the streams it asks to receive."""
+
+    send_stream_id: int | None = None
+    receive_stream_ids: tuple[int, ...] = ()
+
+
 @dataclass
 class MediaAnswer:
     sdp: str
     audio_ssrcs: list[int]  # SSRCs the offer announced on its audio m-line (for `tracks`)
+    video_tracks: list[VideoTrack] = field(default_factory=list)  # sections sent on
+    receive_codecs: frozenset[int] = frozenset()  # video codecs the offer can decode
 
 
 @dataclass
@@ -171,6 +192,7 @@ class MediaServer:
         self._shared_opus: dict[str, SharedOpus] = {}
         self._peers: dict[tuple[str, int], _Peer] = {}
         self._metadata_task: asyncio.Task[None] | None = None
+        self.video = VideoRouter()
 
     def mixer(self, meeting_id: str) -> Mixer:
         mixer = self._mixers.get(meeting_id)
@@ -194,12 +216,19 @@ class MediaServer:
         stream_id: int,
         offer_sdp: str,
         on_first_audio: Callable[[], None],
+        video: VideoPlan = VideoPlan(),
     ) -> MediaAnswer:
         """Answer an attendee's (re-)offer; `on_first_audio` runs once, on its first frame."""
+        offer = sections(offer_sdp)
+        layout = video_layout(offer, list(video.receive_stream_ids))
         key = (meeting_id, stream_id)
         peer = self._peers.get(key)
         if peer is None:
-            pc = RTCPeerConnection(self._configuration())
+            configuration = self._configuration()
+            # Chime's clients bundle every section; aiortc's balanced policy would give a
+            # second video section of a first offer a transport of its own, left unused.
+            configuration.bundlePolicy = RTCBundlePolicy.MAX_BUNDLE
+            pc = RTCPeerConnection(configuration)
             peer = _Peer(meeting_id, stream_id, pc, on_first_audio)
             self._peers[key] = peer
             pc.on("track", lambda track: self._on_track(peer, track))
@@ -208,8 +237,12 @@ class MediaServer:
         try:
             await peer.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             self._attach(peer)
+            self.video.attach(meeting_id, stream_id, peer.pc, layout, video.send_stream_id)
+            shortcuts.answer_passive(peer.pc)
             shortcuts.configure_ice(peer.pc, self.media)  # transports made, not yet gathering
             await peer.pc.setLocalDescription(await peer.pc.createAnswer())
+            answer_sdp = peer.pc.localDescription.sdp
+            tracks = self.video.answered(meeting_id, stream_id, answer_sdp, layout)
             if peer.outgoing is not None:  # the sender takes packets only for Opus
                 opus = first_audio_codec(peer.pc.localDescription.sdp) == "opus"
                 shared = self._shared_opus.get(meeting_id)
@@ -220,10 +253,13 @@ class MediaServer:
         except Exception:
             await self.close_peer(meeting_id, stream_id)
             raise
-        return MediaAnswer(peer.pc.localDescription.sdp, offer_audio_ssrcs(offer_sdp))
+        return MediaAnswer(
+            answer_sdp, offer_audio_ssrcs(offer_sdp), tracks, receive_capabilities(offer)
+        )
 
     def _attach(self, peer: _Peer) -> None:
-        """Audio sendrecv with the listener track (first audio m-line); video inactive."""
+        """Audio sendrecv with the listener track (first audio m-line); any other audio
+        section inactive (video: VideoRouter.attach)."""
         audio_done = False
         for transceiver in peer.pc.getTransceivers():
             if transceiver.kind == "audio" and not audio_done:
@@ -238,7 +274,7 @@ class MediaServer:
                 if transceiver not in peer.shallow:  # before its first packet, once
                     peer.shallow.add(transceiver)
                     shortcuts.shallow_jitter(transceiver.receiver, self.media.jitter_depth)
-            elif transceiver.sender.track is None:
+            elif transceiver.kind == "audio":
                 transceiver.direction = "inactive"
 
     def _on_track(self, peer: _Peer, track: MediaStreamTrack) -> None:
@@ -264,6 +300,7 @@ class MediaServer:
                 mixer.push(peer.stream_id, frame)
 
     async def close_peer(self, meeting_id: str, stream_id: int) -> None:
+        self.video.close(meeting_id, stream_id)
         peer = self._peers.pop((meeting_id, stream_id), None)
         if peer is None:
             return

@@ -10,10 +10,13 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 DEFAULT_REGION = "us-east-1"
+# CreateMeeting tag that sets the meeting's video sender limit (Chime's default: 25).
+VIDEO_SENDER_LIMIT_TAG = "chimed:video-sender-limit"
+CONTENT = "#content"  # the content-share modality of an attendee id and join token
 
 
 @dataclass
@@ -58,6 +61,12 @@ class Meeting:
     meeting_features: dict[str, Any] | None = None
     primary_meeting_id: str = ""
     attendee_seq: int = 0
+    tags: dict[str, str] = field(default_factory=dict)  # CreateMeeting's Tags
+
+    def video_sender_limit(self, default: int) -> int:
+        """The video senders this meeting admits: its tag's number, else `default`."""
+        value = self.tags.get(VIDEO_SENDER_LIMIT_TAG, "")
+        return int(value) if value.isdigit() else default
 
     def to_json(self, base_url: str, ws_url: str, turn_url: str) -> dict[str, object]:
         """CreateMeeting's Meeting shape, with URLs pointing at this embedded service."""
@@ -135,6 +144,7 @@ class Registry:
         tenant_ids: list[str] | None = None,
         meeting_features: dict[str, Any] | None = None,
         primary_meeting_id: str = "",
+        tags: dict[str, str] | None = None,
     ) -> Meeting:
         """Idempotent on the client request token, as the real service is."""
         existing = self._by_request_token.get(client_request_token)
@@ -149,6 +159,7 @@ class Registry:
             tenant_ids=list(tenant_ids or []),
             meeting_features=meeting_features,
             primary_meeting_id=primary_meeting_id,
+            tags=dict(tags or {}),
         )
         self.meetings[meeting.meeting_id] = meeting
         self._by_request_token[client_request_token] = meeting.meeting_id
@@ -208,9 +219,18 @@ class Registry:
             listener(meeting, attendee)
 
     def authenticate(self, meeting_id: str, join_token: str) -> tuple[Meeting, Attendee] | None:
-        """The meeting and attendee a join token admits to this meeting, or None (403)."""
-        found = self._by_join_token.get(join_token)
+        """The meeting and attendee a join token admits to this meeting, or None (403).
+
+        `<join token>#content` admits the attendee's content share, as Chime does: a second,
+        independent attendee `<attendee id>#content` with the same external user id."""
+        content = join_token.endswith(CONTENT)
+        found = self._by_join_token.get(join_token.removesuffix(CONTENT))
         if found is None or found[0] != meeting_id:
             return None
         meeting = self.meetings[found[0]]
-        return meeting, meeting.attendees[found[1]]
+        attendee = meeting.attendees[found[1]]
+        if content:
+            attendee = replace(
+                attendee, attendee_id=attendee.attendee_id + CONTENT, join_token=join_token
+            )
+        return meeting, attendee

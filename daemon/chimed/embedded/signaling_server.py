@@ -28,11 +28,12 @@ from aiohttp import WSMsgType, web
 from chime.signaling import signaling_pb2 as pb
 
 from chimed.embedded.data_messages import DataMessages
-from chimed.embedded.media_server import MediaServer
-from chimed.embedded.meetings import Attendee, Meeting, Registry
+from chimed.embedded.media_server import MediaServer, VideoPlan
+from chimed.embedded.meetings import CONTENT, Attendee, Meeting, Registry
 from chimed.embedded.room import Announcement, Room
 from chimed.embedded.sdp_compression import SdpCodec, SdpCompressionError
 from chimed.embedded.turn_server import TurnCredentials
+from chimed.embedded.video_index import VIDEO_SEND_LIMIT, VideoIndex
 from chimed.signaling import frames
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ CLOSE_TOO_MANY_MESSAGES = 4429  # a data-message hard limit broken: the server h
 CLOSE_PONG_TIMEOUT = 4504
 MISSED_PONGS_LIMIT = 3
 VIEW_ONLY = 206  # error.status: video send refused at capacity, receiving goes on
-VIDEO_SEND_LIMIT = 25  # video senders per meeting, as Chime allows
 
 
 # --- framing (signaling/frames.py) ---------------------------------------------------------
@@ -111,9 +111,7 @@ class _Session:
     # JOIN flag HAS_STREAM_UPDATE: presence (AUDIO_STREAM_ID_INFO) is sent only to those asking.
     stream_updates: bool = True
     codec: SdpCodec = field(default_factory=SdpCodec)  # compressed SDP, agreed at JOIN
-    paused_streams: set[int] = field(default_factory=set)  # PAUSE / RESUME, by stream id
-    paused_groups: set[int] = field(default_factory=set)  # ... and by group id
-    sends_video: bool = False  # admitted as a video sender (counts toward VIDEO_SEND_LIMIT)
+    announced: set[int] = field(default_factory=set)  # its video stream ids INDEX has listed
     unanswered_pings: int = 0
     ended: bool = False
     reading: bool = False  # the reader waits in receive()
@@ -130,8 +128,7 @@ class _MeetingState:
     room: Room
     data: DataMessages = field(default_factory=DataMessages)
     sessions: dict[int, _Session] = field(default_factory=dict)  # joined, by audio stream id
-    # Video sources the INDEX lists (empty until video forwarding fills it).
-    video_sources: list[pb.SdkStreamDescriptor] = field(default_factory=list)
+    video: VideoIndex = field(default_factory=VideoIndex)
 
 
 class SignalingServer:
@@ -144,6 +141,8 @@ class SignalingServer:
         missed_pongs_limit: int = MISSED_PONGS_LIMIT,
         video_send_limit: int = VIDEO_SEND_LIMIT,
     ) -> None:
+        """`video_send_limit`: video senders per meeting, unless the meeting's tag
+        `chimed:video-sender-limit` sets its own."""
         self.registry = registry
         self.media = media if media is not None else MediaServer()
         # Hook for the TURN relay: replace with a provider once the relay exists.
@@ -155,6 +154,7 @@ class SignalingServer:
         self._sessions: set[_Session] = set()
         self._ping_ids = itertools.count(1)
         self.media.on_audio_metadata = self._audio_metadata
+        self.media.video.on_size = self._video_size
         registry.on_meeting_deleted(self._meeting_deleted)
         registry.on_attendee_deleted(self._attendee_deleted)
 
@@ -275,13 +275,7 @@ class SignalingServer:
             session.send(new_frame(T.LEAVE_ACK))
             self._end(session, status=None, close_code=CLOSE_NORMAL, dropped=False)
         elif kind in (T.PAUSE, T.RESUME):
-            streams, groups = set(frame.pause.stream_ids), set(frame.pause.group_ids)
-            if kind == T.PAUSE:
-                session.paused_streams |= streams
-                session.paused_groups |= groups
-            else:
-                session.paused_streams -= streams
-                session.paused_groups -= groups
+            self._pause(session, frame.pause, paused=kind == T.PAUSE)
         # CLIENT_METRIC, BITRATES and anything newer: accepted, ignored.
 
     def _join(self, session: _Session, meeting: Meeting, join: pb.SdkJoinFrame) -> None:
@@ -296,6 +290,7 @@ class SignalingServer:
         state = self._meetings.get(meeting.meeting_id)
         if state is None:
             state = self._meetings[meeting.meeting_id] = _MeetingState(Room(meeting.meeting_id))
+            state.video.limit = meeting.video_sender_limit(self.video_send_limit)
         attendee = session.attendee
         previous = next(
             (s for s in state.sessions.values() if s.attendee.attendee_id == attendee.attendee_id),
@@ -338,17 +333,33 @@ class SignalingServer:
             return
         if not offer:
             return  # nothing to negotiate
-        view_only = self._admit_video(state, session, sub)
+        audio_send = next((s for s in sub.send_streams if _is_audio(s)), None)
+        video_send = next((s for s in sub.send_streams if not _is_audio(s)), None)
+        source = stopped = None
+        view_only = False
+        if sub.duplex in (pb.TX, pb.DUPLEX) and video_send is not None:
+            attendee = session.attendee
+            source = state.video.admit(
+                stream_id, attendee.attendee_id, attendee.external_user_id, video_send
+            )
+            view_only = source is None
+        else:
+            stopped = state.video.stop(stream_id)
+        plan = VideoPlan(
+            source.stream_id if source is not None else None, tuple(sub.receive_stream_ids)
+        )
 
         def present() -> None:
             if not session.ended:
                 self._announce(state, state.room.mark_present(stream_id))
 
         try:
-            answer = await self.media.answer(session.meeting_id, stream_id, offer, present)
+            answer = await self.media.answer(session.meeting_id, stream_id, offer, present, plan)
         except Exception:
             log.exception("cannot answer the offer of %s", session.attendee.attendee_id)
             self._end(session, INTERNAL_ERROR, 4000 + INTERNAL_ERROR, description="bad offer")
+            return
+        if session.ended:
             return
         participant = state.room.participants.get(stream_id)
         if participant is not None:  # a mute from before the media existed
@@ -363,49 +374,57 @@ class SignalingServer:
         if view_only:  # the answer stands; only the video send is refused
             ack.error.status = VIEW_ONLY
             ack.error.description = "video at capacity: view only"
-        for send in sub.send_streams:
-            is_audio = _is_audio(send)
-            if view_only and not is_audio:
-                continue
+        if source is not None and video_send is not None:
             ack.suback.allocations.add(
-                track_label=send.track_label,
-                stream_id=stream_id if is_audio else send.stream_id,
-                group_id=send.group_id,
+                track_label=video_send.track_label,
+                stream_id=source.stream_id,
+                group_id=source.group_id,
             )
-            if is_audio and answer.audio_ssrcs:
-                ack.suback.tracks.add(
-                    stream_id=stream_id, ssrc=answer.audio_ssrcs[0], track_label=send.track_label
-                )
+        if audio_send is not None and answer.audio_ssrcs:
+            ack.suback.tracks.add(
+                stream_id=stream_id, ssrc=answer.audio_ssrcs[0], track_label=audio_send.track_label
+            )
+        for track in answer.video_tracks:
+            ack.suback.tracks.add(
+                stream_id=track.stream_id, ssrc=track.ssrc, track_label=f"v_{track.mid}"
+            )
         session.send(ack)
+        codecs_changed = state.video.set_receive_codecs(stream_id, answer.receive_codecs)
+        started = source is not None and source.stream_id not in session.announced
+        if source is not None:
+            session.announced.add(source.stream_id)
+        if started or stopped is not None or codecs_changed:
+            self._send_indexes(state)
 
-    def _admit_video(
-        self, state: _MeetingState, session: _Session, sub: pb.SdkSubscribeFrame
-    ) -> bool:
-        """Whether this SUBSCRIBE's video send is refused (view only, 206): a meeting holds at
-        most `video_send_limit` video senders; a sender keeps its place until it stops."""
-        wants = sub.duplex in (pb.TX, pb.DUPLEX) and any(not _is_audio(s) for s in sub.send_streams)
-        if not wants:
-            session.sends_video = False
-            return False
-        if session.sends_video:
-            return False
-        if _video_senders(state) >= self.video_send_limit:
-            return True
-        session.sends_video = True
-        return False
+    def _pause(self, session: _Session, pause: pb.SdkPauseResumeFrame, paused: bool) -> None:
+        """PAUSE / RESUME: a receiver stops or restarts receiving those streams (its own
+        stream named: its source is paused at source, which everyone's INDEX shows)."""
+        assert session.stream_id is not None
+        state = self._meetings[session.meeting_id]
+        streams = set(pause.stream_ids) | state.video.streams_of_groups(set(pause.group_ids))
+        own = state.video.sources.get(session.stream_id)
+        if own is not None and own.stream_id in streams:
+            streams.discard(own.stream_id)
+            if own.paused_at_source != paused:
+                own.paused_at_source = paused
+                self._send_indexes(state)
+        self.media.video.pause(session.meeting_id, session.stream_id, streams, paused)
+
+    def _video_size(self, meeting_id: str, stream_id: int, width: int, height: int) -> None:
+        state = self._meetings.get(meeting_id)
+        if state is not None and state.video.set_size(stream_id, width, height):
+            self._send_indexes(state)
 
     def _index(self, state: _MeetingState, session: _Session) -> Frame:
-        """The INDEX for one session: the sources, those it paused, video capacity."""
+        """The INDEX for one session: every other video source, capacity, codecs."""
         index = new_frame(T.INDEX)
-        index.index.at_capacity = _video_senders(state) >= self.video_send_limit
         index.index.num_participants = len(state.sessions)
-        index.index.sources.extend(state.video_sources)
-        index.index.paused_at_source_ids.extend(
-            s.stream_id
-            for s in state.video_sources
-            if s.stream_id in session.paused_streams or s.group_id in session.paused_groups
-        )
+        state.video.fill(index.index, session.attendee.attendee_id)
         return index
+
+    def _send_indexes(self, state: _MeetingState) -> None:
+        for session in state.sessions.values():
+            session.send(self._index(state, session))
 
     def _set_muted(self, session: _Session, muted: bool) -> None:
         """AUDIO_CONTROL or SUBSCRIBE's audio_muted: silence the mix and tell everyone."""
@@ -473,6 +492,8 @@ class SignalingServer:
             if state.sessions.get(session.stream_id) is session:
                 del state.sessions[session.stream_id]
                 self._announce(state, state.room.leave(session.stream_id, dropped))
+                if state.video.leave(session.stream_id) is not None:
+                    self._send_indexes(state)
 
     def _meeting_deleted(self, meeting: Meeting) -> None:
         state = self._meetings.pop(meeting.meeting_id, None)
@@ -486,8 +507,8 @@ class SignalingServer:
         for session in list(self._sessions):
             if (
                 session.meeting_id == meeting.meeting_id
-                and session.attendee.attendee_id == attendee.attendee_id
-            ):
+                and session.attendee.attendee_id.removesuffix(CONTENT) == attendee.attendee_id
+            ):  # its content share goes with it
                 self._end(session, ATTENDEE_REMOVED, 4000 + ATTENDEE_REMOVED)
 
     async def close(self) -> None:
@@ -507,10 +528,6 @@ class SignalingServer:
 
 def _is_audio(send: pb.SdkStreamDescriptor) -> bool:
     return send.media_type == pb.AUDIO or send.track_label == "AmazonChimeExpressAudio"
-
-
-def _video_senders(state: _MeetingState) -> int:
-    return sum(1 for s in state.sessions.values() if s.sends_video)
 
 
 def join_token(request: web.Request) -> str | None:

@@ -27,9 +27,10 @@ Captured inputs (fed PCM, devices) pace themselves: for them the task waits as b
 
 On an aiortc/aioice upgrade, re-check (aiortc 1.16, aioice 0.13): RTCRtpSender's `_run_rtp`
 (started by send() with the codec), `_ssrc`, `_enabled`, `transport`, and the private state
-listed in _STATE (what its RTCP sender reports, stats and stop() read); random_sequence_number,
-random32; RTCDtlsTransport's `_send_rtp`, `_state`, `_tx_srtp.protect` and private
-`__tx_bytes`, `__tx_packets`; its RTCIceTransport's `_connection` (aioice Connection:
+listed in SENDER_STATE (what its RTCP sender reports, stats and stop() read);
+random_sequence_number, random32; RTCDtlsTransport's `_send_rtp`, `_state`,
+`_tx_srtp.protect` and private `__tx_bytes`, `__tx_packets`; its RTCIceTransport's
+`_connection` (aioice Connection:
 `send`, `sendto`, `_nominated[component]` pairs with `protocol` and `remote_addr`) and
 StunProtocol.send_data being a plain `transport.sendto`.
 """
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 _P = "_RTCRtpSender__"  # aiortc's (1.16) private attributes of RTCRtpSender
 _DTLS = "_RTCDtlsTransport__"
-_STATE = (
+SENDER_STATE = (
     "rtp_started",
     "rtp_exited",
     "rtp_header_extensions_map",
@@ -92,7 +93,7 @@ def install(sender: RTCRtpSender, gate: GateTrack) -> SendLoop | None:
     """Run `sender`'s RTP through this module's loop once it starts; None if its aiortc is
     not the expected one (its own loop then runs)."""
     state = vars(sender)
-    if not all(_P + name in state for name in _STATE) or not hasattr(sender, "_ssrc"):
+    if not all(_P + name in state for name in SENDER_STATE) or not hasattr(sender, "_ssrc"):
         return None
     handle = SendLoop(sender)
 

@@ -20,6 +20,9 @@ embedded media server's peers), counted per peer engaged or stood aside:
   requests)
 - shallow_jitter: chimed.media.jitter
 - ice_settings: chimed.media.ice (the peer's MediaConfig reaches its aioice connections)
+- forward_receive, forward_send, dtls_passive: chimed.media.rtp_forward (the embedded media
+  server's video: received packets forwarded undecoded, senders without a track as forwarding
+  slots, the DTLS server role in its answers)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
 
 from chimed.config import MediaConfig
-from chimed.media import decode_gate, fastpath, ice, jitter, rtp_receive, rtp_send
+from chimed.media import decode_gate, fastpath, ice, jitter, rtp_forward, rtp_receive, rtp_send
 from chimed.media.decode_gate import DecodeGate, VideoDecodeGate
 from chimed.media.tracks import GateTrack
 
@@ -46,7 +49,12 @@ PER_PEER = (
     "decoder_gate",
     "shallow_jitter",
     "ice_settings",
+    "forward_receive",
+    "forward_send",
+    "dtls_passive",
 )
+# Engaged only by the embedded media server's video (chimed's own peers have none of it).
+VIDEO_FORWARDING = ("forward_receive", "forward_send")
 
 
 @dataclass(frozen=True)
@@ -200,3 +208,25 @@ def shallow_jitter(receiver: Any, depth: int | None) -> bool:
     swapped = jitter.install(receiver, depth)
     _record("shallow_jitter", swapped, "RTCRtpReceiver has no jitter buffer")
     return swapped
+
+
+def forward_ingress(receiver: Any, on_packet: rtp_forward.PacketSink) -> rtp_forward.Ingress | None:
+    """A video receiver's packets to `on_packet`, never decoded (None: aiortc's own path)."""
+    ingress = rtp_forward.install_ingress(receiver, on_packet)
+    _record("forward_receive", ingress, "RTCRtpReceiver changed")
+    return ingress
+
+
+def forward_egress(
+    sender: Any, mid: str, on_keyframe_request: Callable[[], None]
+) -> rtp_forward.Egress | None:
+    """A track-less sender as a forwarding slot (None: it stays aiortc's, sending nothing)."""
+    egress = rtp_forward.install_egress(sender, mid, on_keyframe_request)
+    _record("forward_send", egress, "RTCRtpSender changed")
+    return egress
+
+
+def answer_passive(pc: RTCPeerConnection) -> None:
+    """The DTLS server role for the answer's first negotiation (else aiortc's active)."""
+    if rtp_forward.answer_passive(pc):
+        _engaged("dtls_passive")

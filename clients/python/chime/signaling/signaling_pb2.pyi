@@ -93,6 +93,33 @@ AUDIO: SdkStreamMediaType.ValueType  # 1
 VIDEO: SdkStreamMediaType.ValueType  # 2
 Global___SdkStreamMediaType: _TypeAlias = SdkStreamMediaType  # noqa: Y015
 
+class _SdkVideoCodecCapability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SdkVideoCodecCapabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SdkVideoCodecCapability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VP8: _SdkVideoCodecCapability.ValueType  # 1
+    H264_BASELINE_PROFILE: _SdkVideoCodecCapability.ValueType  # 2
+    H264_CONSTRAINED_BASELINE_PROFILE: _SdkVideoCodecCapability.ValueType  # 3
+    H264_MAIN_PROFILE: _SdkVideoCodecCapability.ValueType  # 4
+    H264_HIGH_PROFILE: _SdkVideoCodecCapability.ValueType  # 5
+    H264_CONSTRAINED_HIGH_PROFILE: _SdkVideoCodecCapability.ValueType  # 6
+    VP9_PROFILE_0: _SdkVideoCodecCapability.ValueType  # 8
+    AV1_MAIN_PROFILE: _SdkVideoCodecCapability.ValueType  # 11
+
+class SdkVideoCodecCapability(_SdkVideoCodecCapability, metaclass=_SdkVideoCodecCapabilityEnumTypeWrapper): ...
+
+VP8: SdkVideoCodecCapability.ValueType  # 1
+H264_BASELINE_PROFILE: SdkVideoCodecCapability.ValueType  # 2
+H264_CONSTRAINED_BASELINE_PROFILE: SdkVideoCodecCapability.ValueType  # 3
+H264_MAIN_PROFILE: SdkVideoCodecCapability.ValueType  # 4
+H264_HIGH_PROFILE: SdkVideoCodecCapability.ValueType  # 5
+H264_CONSTRAINED_HIGH_PROFILE: SdkVideoCodecCapability.ValueType  # 6
+VP9_PROFILE_0: SdkVideoCodecCapability.ValueType  # 8
+AV1_MAIN_PROFILE: SdkVideoCodecCapability.ValueType  # 11
+Global___SdkVideoCodecCapability: _TypeAlias = SdkVideoCodecCapability  # noqa: Y015
+
 class _SdkPingPongType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -564,12 +591,15 @@ class SdkIndexFrame(_message.Message):
     SOURCES_FIELD_NUMBER: _builtins.int
     PAUSED_AT_SOURCE_IDS_FIELD_NUMBER: _builtins.int
     NUM_PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    SUPPORTED_RECEIVE_CODEC_INTERSECTION_FIELD_NUMBER: _builtins.int
     at_capacity: _builtins.bool
     num_participants: _builtins.int
     @_builtins.property
     def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___SdkStreamDescriptor]: ...
     @_builtins.property
     def paused_at_source_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def supported_receive_codec_intersection(self) -> _containers.RepeatedScalarFieldContainer[Global___SdkVideoCodecCapability.ValueType]: ...
     def __init__(
         self,
         *,
@@ -577,10 +607,11 @@ class SdkIndexFrame(_message.Message):
         sources: _abc.Iterable[Global___SdkStreamDescriptor] | None = ...,
         paused_at_source_ids: _abc.Iterable[_builtins.int] | None = ...,
         num_participants: _builtins.int | None = ...,
+        supported_receive_codec_intersection: _abc.Iterable[Global___SdkVideoCodecCapability.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at_capacity", b"at_capacity", "num_participants", b"num_participants"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_capacity", b"at_capacity", "num_participants", b"num_participants", "paused_at_source_ids", b"paused_at_source_ids", "sources", b"sources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_capacity", b"at_capacity", "num_participants", b"num_participants", "paused_at_source_ids", b"paused_at_source_ids", "sources", b"sources", "supported_receive_codec_intersection", b"supported_receive_codec_intersection"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
