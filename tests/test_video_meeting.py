@@ -40,6 +40,19 @@ async def delete_sessions(chimed: AsyncChimed, *sessions: session_pb2.Session) -
         )
 
 
+async def sender_and_viewer(
+    chimed: AsyncChimed,
+) -> tuple[session_pb2.Session, session_pb2.Session, EventStream]:
+    """Alice and bob started in a new meeting; bob receives video, his tiles observed."""
+    meeting = await create_meeting(chimed)
+    alice = await started_session(chimed, meeting, "alice")
+    bob = await started_session(chimed, meeting, "bob")
+    tiles = tile_observer(chimed, bob.session_id)
+    await tiles.registered()
+    await chimed.video.StartRemote(V.StartRemoteRequest(session_id=bob.session_id))
+    return alice, bob, tiles
+
+
 async def remote_tile(tiles: EventStream, attendee_id: str) -> types_pb2.VideoTileState:
     event = await tiles.expect(
         "video_tile_added", lambda added: added.tile_state.attendee_id == attendee_id
@@ -50,12 +63,7 @@ async def remote_tile(tiles: EventStream, attendee_id: str) -> types_pb2.VideoTi
 async def test_a_pattern_becomes_a_remote_tile_that_pauses_switches_and_goes(
     chimed: AsyncChimed,
 ) -> None:
-    meeting = await create_meeting(chimed)
-    alice = await started_session(chimed, meeting, "alice")
-    bob = await started_session(chimed, meeting, "bob")
-    tiles = tile_observer(chimed, bob.session_id)
-    await tiles.registered()
-    await chimed.video.StartRemote(V.StartRemoteRequest(session_id=bob.session_id))
+    alice, bob, tiles = await sender_and_viewer(chimed)
     await chimed.video.StartLocal(V.StartLocalRequest(session_id=alice.session_id))
     tile = await remote_tile(tiles, alice.attendee_id)
     assert not tile.is_local_tile and not tile.is_content
@@ -128,12 +136,7 @@ async def test_content_share_from_a_file_is_a_content_tile(
 ) -> None:
     path = tmp_path / "share.webm"
     write_video(path, 30, size=(320, 240))
-    meeting = await create_meeting(chimed)
-    alice = await started_session(chimed, meeting, "alice")
-    bob = await started_session(chimed, meeting, "bob")
-    tiles = tile_observer(chimed, bob.session_id)
-    await tiles.registered()
-    await chimed.video.StartRemote(V.StartRemoteRequest(session_id=bob.session_id))
+    alice, bob, tiles = await sender_and_viewer(chimed)
     started = await chimed.video.StartContentShare(
         V.StartContentShareRequest(
             session_id=alice.session_id, device_id=f"virtual:file?path={path}&loop=1"
@@ -215,12 +218,7 @@ async def test_sender_limit_gives_view_only(daemon: DaemonProcess, chimed: Async
 async def test_content_share_of_a_screen_is_a_content_tile(
     chimed: AsyncChimed, xvfb: Display
 ) -> None:
-    meeting = await create_meeting(chimed)
-    alice = await started_session(chimed, meeting, "alice")
-    bob = await started_session(chimed, meeting, "bob")
-    tiles = tile_observer(chimed, bob.session_id)
-    await tiles.registered()
-    await chimed.video.StartRemote(V.StartRemoteRequest(session_id=bob.session_id))
+    alice, bob, tiles = await sender_and_viewer(chimed)
     started = await chimed.video.StartContentShare(
         V.StartContentShareRequest(session_id=alice.session_id, device_id=f"x11:{xvfb.name}")
     )
