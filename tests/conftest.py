@@ -18,6 +18,7 @@ from chimed.media.ice import pin_host_addresses, pinned_host_addresses
 
 from tests import pulse
 from tests.daemon_proc import DaemonProcess
+from tests.video_media import Display, run_xvfb
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -73,3 +74,10 @@ def loopback_only() -> Iterator[None]:
     pin_host_addresses(["127.0.0.1"])
     yield
     pin_host_addresses(before)
+
+
+@pytest.fixture
+def xvfb() -> Iterator[Display]:
+    """An Xvfb server of its own on a free display number, the root window a plain red
+    (skipped where Xvfb or xsetroot is missing)."""
+    yield from run_xvfb()

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import fractions
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -26,7 +21,7 @@ from chimed.devices.video_inputs import (
 )
 from chimed.errors import InvalidArgument, NotFound
 
-from tests.video_media import write_video
+from tests.video_media import Display, write_video
 
 
 def luma(frame: av.VideoFrame) -> np.ndarray:
@@ -175,37 +170,6 @@ def test_frames_source_rejects_wrong_sizes_and_formats() -> None:
 
 
 # --- X11 ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Display:
-    name: str
-    process: subprocess.Popen[bytes]
-
-
-@pytest.fixture
-def xvfb() -> Iterator[Display]:
-    """An Xvfb server of its own on a free display number, the root window a plain red."""
-    if shutil.which("Xvfb") is None or shutil.which("xsetroot") is None:
-        pytest.skip("Xvfb and xsetroot are not installed (Debian: xvfb, x11-xserver-utils)")
-    read, write = os.pipe()
-    # -noreset: else the server resets the root colour when xsetroot disconnects.
-    command = "Xvfb -screen 0 320x240x24 -nolisten tcp -noreset -displayfd".split()
-    process = subprocess.Popen(
-        [*command, str(write)],
-        pass_fds=(write,),
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        name = ":" + pipe.readline().strip()
-    try:
-        env = {**os.environ, "DISPLAY": name}
-        subprocess.run(["xsetroot", "-solid", "#ff0000"], env=env, check=True, timeout=10)
-        yield Display(name, process)
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.mark.xvfb

@@ -153,6 +153,14 @@ class Forwarding:
                 if section.stream_id == stream_id:
                     section.restart()
 
+    def source_ids(self) -> list[int]:
+        return list(self._sources)
+
+    def codec(self, stream_id: int) -> str | None:
+        """The codec a source sends (None until its first packet)."""
+        source = self._sources.get(stream_id)
+        return source.codec if source is not None else None
+
     def size(self, stream_id: int) -> Size | None:
         source = self._sources.get(stream_id)
         return source.watcher.size if source is not None and source.watcher else None

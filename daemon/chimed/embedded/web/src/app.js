@@ -10,6 +10,7 @@ import {
   MeetingSessionConfiguration,
   MeetingSessionStatusCode,
   Versioning,
+  VideoCodecCapability,
 } from 'amazon-chime-sdk-js';
 
 const TOPIC = 'default';
@@ -20,6 +21,12 @@ const MAX_EVENTS = 500;
 const params = new URLSearchParams(window.location.search);
 const logLevel = LogLevel[(params.get('log') || 'warn').toUpperCase()] ?? LogLevel.WARN;
 const logger = new ConsoleLogger('chimed-page', logLevel);
+// ?codec=h264|vp8: the camera's send codec first (the other still allowed), so tests cover both.
+const SEND_CODECS = {
+  h264: () => [VideoCodecCapability.h264ConstrainedBaselineProfile(), VideoCodecCapability.vp8()],
+  vp8: () => [VideoCodecCapability.vp8(), VideoCodecCapability.h264ConstrainedBaselineProfile()],
+};
+const sendCodecs = SEND_CODECS[(params.get('codec') || '').toLowerCase()];
 
 function statusName(code) {
   return MeetingSessionStatusCode[code] ?? String(code);
@@ -69,6 +76,19 @@ class ChimedPage extends EventTarget {
 
   get tiles() {
     return [...this._tiles.values()].map((t) => ({ ...t }));
+  }
+
+  /** Each tile's video element as the browser plays it: attendee, content flag, size, playing. */
+  get videos() {
+    return [...document.querySelectorAll('#tiles video.tile-video')].map((v) => ({
+      tileId: Number(v.dataset.tileId),
+      attendeeId: v.dataset.attendeeId,
+      content: v.dataset.content === 'true',
+      local: v.dataset.local === 'true',
+      width: v.videoWidth,
+      height: v.videoHeight,
+      playing: !v.paused && v.readyState >= 2 && v.currentTime > 0,
+    }));
   }
 
   get state() {
@@ -171,6 +191,7 @@ class ChimedPage extends EventTarget {
     this.meeting = { meetingId: info.Meeting.MeetingId, name: meeting };
     this.self = { attendeeId: info.Attendee.AttendeeId, name: info.Attendee.ExternalUserId };
     this._observe(session.audioVideo);
+    if (sendCodecs) session.audioVideo.setVideoCodecSendPreferences(sendCodecs());
 
     await this._startAudioInput(audio);
     await session.audioVideo.bindAudioElement(document.getElementById('meeting-audio'));
@@ -301,6 +322,7 @@ class ChimedPage extends EventTarget {
       box.id = `tile-${tile.tileId}`;
       box.className = 'tile';
       const video = document.createElement('video');
+      video.className = 'tile-video';
       video.autoplay = true;
       video.muted = true;
       video.playsInline = true;
@@ -308,8 +330,16 @@ class ChimedPage extends EventTarget {
       document.getElementById('tiles').append(box);
       this.session.audioVideo.bindVideoElement(tile.tileId, video);
     }
+    // For tests: which attendee's picture this element shows (query videoWidth, playing...).
+    const video = box.querySelector('video');
+    video.dataset.tileId = String(tile.tileId);
+    video.dataset.attendeeId = tile.boundAttendeeId;
+    video.dataset.content = String(Boolean(tile.isContent));
+    video.dataset.local = String(Boolean(tile.localTile));
     box.querySelector('figcaption').textContent =
-      (tile.boundExternalUserId ?? '') + (tile.localTile ? ' (you)' : '');
+      (tile.boundExternalUserId ?? '') +
+      (tile.localTile ? ' (you)' : '') +
+      (tile.isContent ? ' (content)' : '');
     this._changed('tiles');
   }
 
