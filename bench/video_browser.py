@@ -7,8 +7,7 @@ the page plays chimed's tile in a <video> element (and its own camera, as the cl
 
 Figures, the median of WINDOWS windows: Chromium's whole process tree (CPU, PSS); chimed: the
 daemon with its session minus the idle daemon. The embedded service runs apart and counts for
-neither. While chimed cannot send video (VideoService answers UNIMPLEMENTED), a second
-Chromium (not measured) is the measured one's peer, so the baseline is still there.
+neither.
 """
 
 from __future__ import annotations
@@ -107,18 +106,6 @@ def _camera(y4m: Path) -> list[str]:
     return [f"--use-file-for-fake-video-capture={y4m}"]
 
 
-async def _chimed_sending(chimed: AsyncChimed, meeting: Any) -> str:
-    """chimed's attendee in the meeting, sending the pattern: its session id."""
-    sid = await create_session(chimed, meeting, "chimed", video_input(PATTERN))
-    try:
-        await chimed.sessions.Start(S.StartRequest(session_id=sid, wait=True), timeout=TIMEOUT)
-        await chimed.video.StartLocal(V.StartLocalRequest(session_id=sid))
-    except grpc.aio.AioRpcError:
-        await chimed.sessions.DeleteSession(S.DeleteSessionRequest(session_id=sid))
-        raise
-    return sid
-
-
 async def _compare(
     chimed: AsyncChimed, daemon: DaemonProcess, service: EmbeddedProcess, y4m: Path, steady_s: float
 ) -> dict[str, Any]:
@@ -133,91 +120,66 @@ async def _compare(
     name = f"bench-video-browser-{os.getpid()}"
     meeting = (
         await chimed.meetings.CreateMeeting(
-            meeting_pb2.CreateMeetingRequest(external_meeting_id=name)
+            # The page's /app/join finds the meeting by its name as the request token.
+            meeting_pb2.CreateMeetingRequest(client_request_token=name, external_meeting_id=name)
         )
     ).meeting
-    sid, no_chimed = "", ""
-    try:
-        sid = await _chimed_sending(chimed, meeting)
-    except grpc.aio.AioRpcError as e:
-        if e.code() != grpc.StatusCode.UNIMPLEMENTED:
-            raise
-        no_chimed = failure(e)
-    viewed: dict[str, Any] = {}
-    view: View | None = None
+    sid = await create_session(chimed, meeting, "chimed", video_input(PATTERN))
     async with contextlib.AsyncExitStack() as stack:
-        if sid:
-            stack.push_async_callback(
-                chimed.sessions.DeleteSession, S.DeleteSessionRequest(session_id=sid)
-            )
+        stack.push_async_callback(
+            chimed.sessions.DeleteSession, S.DeleteSessionRequest(session_id=sid)
+        )
+        await chimed.sessions.Start(S.StartRequest(session_id=sid, wait=True), timeout=TIMEOUT)
+        await chimed.video.StartLocal(V.StartLocalRequest(session_id=sid))
         browser = await stack.enter_async_context(Browser(_camera(y4m)))
         assert browser.pid is not None
         browser_pid = browser.pid
         browser_group = Group("browser", lambda: process_tree(browser_pid))
         page = await browser.open(service.url + "/", TIMEOUT)
         browser_id = await browser_join(page, name)
-        if sid:
-            tile = await remote_tile(chimed, sid, browser_id)
-            view = View(chimed, sid, tile, I420, FPS)
-            stack.push_async_callback(view.close)
-            await view.wait_first()
-            await browser_playing(page, await attendee_id(chimed, sid))
-        else:  # the peer: a second Chromium, sending the same file and viewing the first
-            peer = await stack.enter_async_context(Browser(_camera(y4m)))
-            peer_page = await peer.open(service.url + "/", TIMEOUT)
-            peer_id = await browser_join(peer_page, name)
-            await browser_playing(page, peer_id)
-            await browser_playing(peer_page, browser_id)
+        view = View(chimed, sid, await remote_tile(chimed, sid, browser_id), I420, FPS)
+        stack.push_async_callback(view.close)
+        await view.wait_first()
+        await browser_playing(page, await attendee_id(chimed, sid))
         await asyncio.sleep(SETTLE_S)
-        before = view.frames if view else 0
+        before = view.frames
         groups = [browser_group, chimed_group, service_group]
         windows = [await measure_groups(groups, steady_s) for _ in range(WINDOWS)]
-        if view:
-            viewed = {
-                "view_fps": round((view.frames - before) / (steady_s * WINDOWS), 1),
-                "view_size": f"{view.size[0]}x{view.size[1]}",
-            }
+        viewed = {
+            "view_fps": round((view.frames - before) / (steady_s * WINDOWS), 1),
+            "view_size": f"{view.size[0]}x{view.size[1]}",
+        }
         with contextlib.suppress(BrowserError, TimeoutError):
             await page.eval("chimedPage.leave()", TIMEOUT)
     one = median_windows(windows)
     browser_fig = one["browser"]
-    out: dict[str, Any] = {
+    chimed_fig = minus(one["chimed"], idle, 1)
+    return {
         "window_s": steady_s,
         "windows": WINDOWS,
         "browser": browser_fig,
-        "browser_peer": "chimed" if sid else "a second Chromium (chimed sends no video yet)",
         "embedded_service": one["embedded_service"],
+        "chimed_idle_daemon": idle,
+        "chimed_daemon_with_session": one["chimed"],
+        "chimed": {**chimed_fig, **viewed},
+        "windows_cpu_percent": [
+            {g: w[g]["cpu_percent"] for g in ("browser", "chimed")} for w in windows
+        ],
+        "figures": {
+            "cpu_vs_chromium": judged(
+                ratio(chimed_fig["cpu_percent"], browser_fig["cpu_percent"]),
+                TARGETS["cpu_ratio_max"],
+                unit="chimed / Chromium, % of a core",
+                chimed_cpu_percent=chimed_fig["cpu_percent"],
+                baseline_cpu_percent=browser_fig["cpu_percent"],
+            ),
+            "memory_vs_chromium": judged(
+                ratio(chimed_fig["pss_mb"], browser_fig["pss_mb"]),
+                TARGETS["memory_ratio_max"],
+                unit="chimed / Chromium, PSS",
+                chimed_pss_mb=chimed_fig["pss_mb"],
+                baseline_pss_mb=browser_fig["pss_mb"],
+            ),
+        },
         "targets": TARGETS,
     }
-    if not sid:
-        why = f"chimed sends no video: {no_chimed}"
-        out["figures"] = {"cpu_vs_chromium": missing(why), "memory_vs_chromium": missing(why)}
-        return out
-    chimed_fig = minus(one["chimed"], idle, 1)
-    out.update(
-        {
-            "chimed_idle_daemon": idle,
-            "chimed_daemon_with_session": one["chimed"],
-            "chimed": {**chimed_fig, **viewed},
-            "windows_cpu_percent": [
-                {g: w[g]["cpu_percent"] for g in ("browser", "chimed")} for w in windows
-            ],
-            "figures": {
-                "cpu_vs_chromium": judged(
-                    ratio(chimed_fig["cpu_percent"], browser_fig["cpu_percent"]),
-                    TARGETS["cpu_ratio_max"],
-                    unit="chimed / Chromium, % of a core",
-                    chimed_cpu_percent=chimed_fig["cpu_percent"],
-                    baseline_cpu_percent=browser_fig["cpu_percent"],
-                ),
-                "memory_vs_chromium": judged(
-                    ratio(chimed_fig["pss_mb"], browser_fig["pss_mb"]),
-                    TARGETS["memory_ratio_max"],
-                    unit="chimed / Chromium, PSS",
-                    chimed_pss_mb=chimed_fig["pss_mb"],
-                    baseline_pss_mb=browser_fig["pss_mb"],
-                ),
-            },
-        }
-    )
-    return out
