@@ -6,8 +6,10 @@ process of its own; a receiver that never reads its track (aiortc decodes and qu
 frame regardless: its memory grows); aiortc's frame latency.
 chimed (two daemons and a `chimed embedded` service, each its own process; sender A in the
 first daemon, R receivers in the second, so each daemon's CPU is one side's):
-- frame latency: numbered frames (bench/video_marks.py) fed to A through StreamInput, read
-  back from B's BindView I420 stream; from the feed of a frame to its first arrival;
+- frame latency: numbered frames (bench/video_marks.py) fed to A through StreamInput at 60
+  fps, read back from B's BindView I420 stream; A's source sends the newest frame at each of
+  its 15 ticks a second, so a frame left between its feed and the next one's: the figure is
+  from the middle of the two to the frame's first arrival (the bounds beside it);
 - CPU per sent stream: A's daemon with A sending minus the same with A in the meeting, silent;
 - a received stream with no view: the receivers' daemon with the tiles there and unviewed,
   minus the same before StartRemote, per stream; and its RSS growth over the window;
@@ -336,19 +338,25 @@ async def chimed_latency(c: Cluster, seconds: float, feed_fps: float) -> dict[st
         await feeder.stop()
         if view is not None:
             await view.close()
-    fed = feeder.fed
-    sent = {n: t for n, t in fed.items() if t >= start}
-    arrived = view.arrivals.first
-    values = latencies(sent, arrived)
-    # A frame is sent at the source's next tick after it was fed, so the arrival minus the feed
-    # of the next frame is a lower bound; the figure is the upper one (feed to arrival).
-    lower = [arrived[n] - fed[n + 1] for n in sorted(arrived) if n in sent and n + 1 in fed]
+    return feed_latency(feeder.fed, view.arrivals, start, feed_fps)
+
+
+def feed_latency(
+    fed: dict[int, float], arrivals: Arrivals, start: float, feed_fps: float
+) -> dict[str, Any]:
+    """Latency from the source to the view for frames fed from `start` on. The source sends
+    the newest frame fed at each of its ticks, so frame n left between the feeds of n and
+    n + 1: the figure takes the middle (within half a feed period, `resolution_ms`), beside
+    the bounds (feed of n, feed of n + 1, to the arrival)."""
+    arrived = arrivals.first
+    seen = [n for n in sorted(arrived) if fed.get(n, 0.0) >= start and n + 1 in fed]
     return {
-        **ms(values),
-        "lower_bound_p50_ms": ms(lower).get("p50_ms"),
+        **ms([arrived[n] - (fed[n] + fed[n + 1]) / 2 for n in seen]),
+        "upper_bound_p50_ms": ms([arrived[n] - fed[n] for n in seen]).get("p50_ms"),
+        "lower_bound_p50_ms": ms([arrived[n] - fed[n + 1] for n in seen]).get("p50_ms"),
+        "resolution_ms": round(500 / feed_fps, 1),
         "feed_fps": feed_fps,
-        "frames_viewed": len(values),
-        "unreadable": view.arrivals.unreadable,
+        "unreadable": arrivals.unreadable,
     }
 
 

@@ -11,6 +11,7 @@ import pytest
 from chimed.devices.video_inputs import PatternSource
 from chimed.media.video_frames import I420, JPEG, FrameConverter
 
+from bench.video import feed_latency
 from bench.video_marks import (
     MODULO,
     Arrivals,
@@ -93,3 +94,19 @@ def test_the_y4m_file_holds_the_pattern_at_its_size_and_rate(tmp_path: Path) -> 
     first = FrameConverter(I420).convert(expected.draw()).data
     assert FrameConverter(I420).convert(frames[0]).data == first
     assert FrameConverter(I420).convert(frames[1]).data != first  # the box moved
+
+
+def test_feed_latency_takes_the_middle_of_the_feeds_around_the_sent_frame() -> None:
+    fed = {n: n / 60 for n in range(10)}  # fed at 60 fps
+    arrivals = Arrivals()
+    arrivals.add(0, 0.05)  # before the window: not counted
+    arrivals.add(4, 4 / 60 + 0.050)  # sent between the feeds of 4 and 5
+    arrivals.add(8, 8 / 60 + 0.050)
+    arrivals.add(9, 1.0)  # the last frame fed: no next feed to bound it
+    result = feed_latency(fed, arrivals, start=3 / 60, feed_fps=60)
+    half = 1000 / 120
+    assert result["n"] == 2
+    assert result["upper_bound_p50_ms"] == pytest.approx(50, abs=0.01)
+    assert result["lower_bound_p50_ms"] == pytest.approx(50 - 2 * half, abs=0.01)
+    assert result["p50_ms"] == pytest.approx(50 - half, abs=0.01)
+    assert result["resolution_ms"] == round(half, 1)
