@@ -38,6 +38,18 @@ async def create_session(
     return response.session
 
 
+async def bot_in_named_meeting(
+    chimed: AsyncChimed, name: str, devices: session_pb2.DeviceSelection | None = None
+) -> tuple[types_pb2.Meeting, session_pb2.Session]:
+    """A session of attendee "chimed-bot" in the meeting named `name`, made with the name as
+    its idempotency token as the meeting page does, so a browser joining by name meets it."""
+    created = await chimed.meetings.CreateMeeting(
+        meeting_pb2.CreateMeetingRequest(client_request_token=name, external_meeting_id=name)
+    )
+    session = await create_session(chimed, created.meeting, "chimed-bot", devices=devices)
+    return created.meeting, session
+
+
 async def started_session(
     chimed: AsyncChimed, meeting: types_pb2.Meeting, user: str
 ) -> session_pb2.Session:
