@@ -71,7 +71,10 @@ async def test_local_video_tile_view_and_stop(chimed: AsyncChimed) -> None:
     started = await events.expect("video_session_started")
     assert started.video_session_started.status.code == 1  # OK
 
-    # A late tile observer starts with the current tiles.
+    # Late observers start with the current state: the video session, the tiles.
+    late_events = av_observer(chimed, sid)
+    await late_events.expect("video_session_started")
+    await late_events.close()
     late = tile_observer(chimed, sid)
     snapshot = (await late.expect("video_tile_added")).video_tile_added.tile_state
     assert snapshot.tile_id == added.tile_id

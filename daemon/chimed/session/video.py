@@ -135,6 +135,7 @@ class SessionVideo:
         self._local_views: set[View] = set()
         self._session_on = False  # the video session (audio-video observer)
         self._connecting = False  # video_session_started not yet reported
+        self._status = st.session_status(st.OK, "")  # what video_session_started said
         self._dirty = False
         self._negotiation: asyncio.Task[None] | None = None
         self._switching = asyncio.Lock()
@@ -159,6 +160,15 @@ class SessionVideo:
 
     def snapshot(self) -> list[TileEvent]:
         return self.tiles.snapshot()
+
+    def av_snapshot(self) -> list[tuple[str, Message]]:
+        """The video session's state for a new audio-video observer."""
+        if not self._session_on:
+            return []
+        if self._connecting:
+            connecting = events_pb2.VideoSessionStartedConnecting()
+            return [("video_session_started_connecting", connecting)]
+        return [("video_session_started", events_pb2.VideoSessionStarted(status=self._status))]
 
     def _update_session(self, status: types_pb2.SessionStatus | None = None) -> None:
         """Report the video session going on (connecting) or off (stopped)."""
@@ -374,24 +384,19 @@ class SessionVideo:
         if frame.error.status == VIEW_ONLY and self.local_on:
             self._stop_local("video at capacity: view only")
             self._session_on = True
-            self._connecting = False
-            self._emit_av(
-                "video_session_started",
-                events_pb2.VideoSessionStarted(
-                    status=st.session_status(VIEW_ONLY_STATUS, frame.error.description)
-                ),
-            )
+            self._report_started(st.session_status(VIEW_ONLY_STATUS, frame.error.description))
             self._renegotiate()  # the camera slot goes inactive
             return
         self._connected_once()
 
     def _connected_once(self) -> None:
         if self._connecting:
-            self._connecting = False
-            self._emit_av(
-                "video_session_started",
-                events_pb2.VideoSessionStarted(status=st.session_status(st.OK, "")),
-            )
+            self._report_started(st.session_status(st.OK, ""))
+
+    def _report_started(self, status: types_pb2.SessionStatus) -> None:
+        self._connecting = False
+        self._status = status
+        self._emit_av("video_session_started", events_pb2.VideoSessionStarted(status=status))
 
     def _on_started(self) -> None:
         # The INDEX received while joining is applied now (the web client parks it too).
