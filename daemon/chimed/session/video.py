@@ -376,8 +376,8 @@ class SessionVideo:
             self._dirty = False
             try:
                 await self._core.renegotiate()
-            except (ChimedError, TimeoutError) as e:
-                log.info("video resubscribe of %s failed: %s", self._core.config.attendee_id, e)
+            except Exception as e:  # the session stopping under it, mostly
+                log.info("video resubscribe of %s failed: %r", self._core.config.attendee_id, e)
                 return
 
     def _on_subscribe_ack(self, frame: sig.SdkSignalFrame) -> None:
