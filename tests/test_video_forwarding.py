@@ -8,6 +8,7 @@ import asyncio
 import functools
 import re
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from chimed.embedded.meetings import VIDEO_SENDER_LIMIT_TAG, Meeting
 from chimed.embedded.service import EmbeddedChime
 from chimed.media import shortcuts
 
+from tests.helpers import meetings_client
 from tests.video_peers import VIDEO_LABEL, VideoPeer, peer
 
 T = pb.SdkSignalFrame
@@ -34,8 +36,8 @@ async def peers() -> AsyncIterator[list[VideoPeer]]:
         await p.close()
 
 
-def meeting(embedded: EmbeddedChime, **tags: str) -> Meeting:
-    return embedded.registry.create_meeting(f"tok-{id(tags)}-{len(tags)}", "m", tags=tags)
+def meeting(embedded: EmbeddedChime) -> Meeting:
+    return embedded.registry.create_meeting(f"tok-{uuid.uuid4()}", "m")
 
 
 async def joined(
@@ -140,7 +142,17 @@ async def test_index_lists_sources_to_others_and_subscribe_ack_allocates(
 async def test_sender_limit_gives_206_and_at_capacity(
     embedded: EmbeddedChime, peers: list[VideoPeer]
 ) -> None:
-    m = meeting(embedded, **{VIDEO_SENDER_LIMIT_TAG: "1"})
+    # The limit of 1, set through the boto3-compatible control plane.
+    client = meetings_client(embedded.base_url)
+    created = await asyncio.to_thread(
+        client.create_meeting,
+        ClientRequestToken="limited",
+        ExternalMeetingId="limited",
+        MediaRegion="us-east-1",
+        Tags=[{"Key": VIDEO_SENDER_LIMIT_TAG, "Value": "1"}],
+    )
+    client.close()
+    m = embedded.registry.get_meeting(created["Meeting"]["MeetingId"])
     alice, _ = await joined(embedded, m, "alice", peers)
     bob, _ = await joined(embedded, m, "bob", peers)
     alice.start_camera()
@@ -290,8 +302,8 @@ async def test_the_media_server_never_decodes_video(
     """Two subscribers decode alice's camera: exactly two video decoders exist in this process,
     theirs; the server's receiver of the camera made none."""
     alice, bob, _ = await sender_and_receiver(embedded, peers)
-    carol, _ = await joined(embedded, alice_meeting(embedded, alice), "carol", peers)
-    index = await carol.index(lambda i: len(i.sources) == 1)
+    carol, index = await joined(embedded, alice_meeting(embedded, alice), "carol", peers)
+    assert len(index.sources) == 1  # the INDEX after JOIN_ACK lists alice's camera
     carol.receive(index.sources[0].stream_id)
     await carol.subscribe()
     for p in (bob, carol):

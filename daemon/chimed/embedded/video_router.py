@@ -136,6 +136,11 @@ class VideoRouter:
         for stream_id in self.forwarding(meeting_id).pause(session, stream_ids, paused):
             self.request_keyframe(meeting_id, stream_id)
 
+    def bitrate(self, meeting_id: str, stream_id: int) -> int:
+        """A source's average bitrate now (bits/s; 0 for none)."""
+        forwarding = self._meetings.get(meeting_id)
+        return forwarding.bitrate(stream_id, time.monotonic()) if forwarding is not None else 0
+
     def request_keyframe(self, meeting_id: str, stream_id: int) -> None:
         sender = next(
             (
@@ -145,9 +150,10 @@ class VideoRouter:
             ),
             None,
         )
-        self.forwarding(meeting_id).requested(stream_id, time.monotonic())
         if sender is not None and sender.ingress is not None and sender.source_ssrc is not None:
             sender.ingress.request_keyframe(sender.source_ssrc)
+            self.forwarding(meeting_id).requested(stream_id, time.monotonic())
+        # else it stays wanted: the source's first packet (its SSRC known) asks for it
 
     def close(self, meeting_id: str, session: int) -> None:
         state = self._sessions.pop((meeting_id, session), None)
