@@ -87,6 +87,34 @@ async def test_a_subscriber_decodes_the_sent_picture(
     assert _codecs(_section(_answer(alice), alice.camera.mid))[0] == codec
 
 
+async def test_each_recvonly_section_carries_the_stream_asked_for_on_it(
+    embedded: EmbeddedChime, peers: list[VideoPeer]
+) -> None:
+    """SUBSCRIBE [0, a, b]: the zero (camera slot) is skipped, a and b go to the recvonly
+    sections in order; told apart here by their picture sizes."""
+    m = meeting(embedded)
+    bob, _ = await joined(embedded, m, "bob", peers)
+    await bob.subscribe()
+    sizes = {"alice": (320, 240), "carol": (160, 120)}
+    for user, (width, height) in sizes.items():
+        sender, _ = await joined(embedded, m, user, peers)
+        sender.start_camera(width, height)
+        await sender.subscribe()
+    index = await bob.index(lambda i: len(i.sources) == 2)
+    by_user = {s.external_user_id: s.stream_id for s in index.sources}
+    for stream_id in sorted(by_user.values()):  # ascending, as the JS client adds them
+        bob.receive(stream_id)
+    ack = await bob.subscribe()
+    for user, size in sizes.items():
+        assert (await bob.received[by_user[user]].frames(3))[-1] == size
+    labels = {
+        t.stream_id: t.track_label
+        for t in ack.suback.tracks
+        if t.track_label != "AmazonChimeExpressAudio"
+    }
+    assert labels == {r.stream_id: f"v_{r.transceiver.mid}" for r in bob.received.values()}
+
+
 def _section(sdp: str, mid: str | None) -> str:
     for part in sdp.split("\nm=")[1:]:
         if f"a=mid:{mid}\r" in part or part.rstrip().endswith(f"a=mid:{mid}"):
