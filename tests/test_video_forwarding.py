@@ -9,13 +9,13 @@ import functools
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiortc.rtcrtpreceiver
 import pytest
 from aiortc import RTCRtpSender
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket
 from chime.signaling import signaling_pb2 as pb
 from chimed.embedded.meetings import VIDEO_SENDER_LIMIT_TAG, Meeting
 from chimed.embedded.service import EmbeddedChime
@@ -226,14 +226,15 @@ async def _settled(sizes: list[Any]) -> None:
 
 # --- keyframes --------------------------------------------------------------------------------
 @pytest.fixture
-def plis() -> Iterator[list[tuple[Any, int]]]:
-    """Every PLI an aiortc sender of this process gets: (sender, media ssrc)."""
-    seen: list[tuple[Any, int]] = []
+def feedback() -> Iterator[list[tuple[Any, Any]]]:
+    """Every RTCP feedback packet (PLI, NACK...) an aiortc sender of this process gets, with
+    the sender: (sender, packet)."""
+    seen: list[tuple[Any, Any]] = []
     original = RTCRtpSender._handle_rtcp_packet
 
     async def spy(self: RTCRtpSender, packet: Any) -> None:
-        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
-            seen.append((self, packet.media_ssrc))
+        if isinstance(packet, (RtcpPsfbPacket, RtcpRtpfbPacket)):
+            seen.append((self, packet))
         await original(self, packet)
 
     RTCRtpSender._handle_rtcp_packet = spy  # type: ignore[method-assign]
@@ -241,25 +242,67 @@ def plis() -> Iterator[list[tuple[Any, int]]]:
     RTCRtpSender._handle_rtcp_packet = original  # type: ignore[method-assign]
 
 
+def plis(feedback: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
+    return [
+        (sender, p.media_ssrc)
+        for sender, p in feedback
+        if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_PLI
+    ]
+
+
+def nacks(feedback: list[tuple[Any, Any]]) -> list[tuple[Any, int, list[int]]]:
+    return [
+        (sender, p.media_ssrc, list(p.lost))
+        for sender, p in feedback
+        if isinstance(p, RtcpRtpfbPacket) and p.fmt == RTCP_RTPFB_NACK
+    ]
+
+
+async def arrived(condition: Callable[[], bool]) -> None:
+    """Until `condition()` holds, for feedback that travels on its own (bounded)."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_keyframe_requests_reach_the_sender(
-    embedded: EmbeddedChime, peers: list[VideoPeer], plis: list[tuple[Any, int]]
+    embedded: EmbeddedChime, peers: list[VideoPeer], feedback: list[tuple[Any, Any]]
 ) -> None:
     alice, bob, _ = await sender_and_receiver(embedded, peers)
     (received,) = bob.received.values()
     await received.frames(3)
     # The new subscription asked alice's camera for a keyframe, on alice's own SSRC.
     camera = alice.camera.sender
-    assert (camera, camera._ssrc) in plis
-    before = len(plis)
-    # Bob's PLI on its section reaches alice, mapped to her SSRC.
+    assert (camera, camera._ssrc) in plis(feedback)
     await asyncio.sleep(0.3)  # past the server's feedback interval
-    ssrc = int(re.findall(r"a=ssrc:(\d+) ", _section(_answer(bob), received.transceiver.mid))[0])
+    before = len(plis(feedback))
+    # Bob's PLI on its section reaches alice, mapped to her SSRC.
+    ssrc = _ssrc(bob, received.transceiver.mid)
     await received.transceiver.receiver._send_rtcp_pli(ssrc)
-    for _ in range(100):
-        if len(plis) > before:
-            break
-        await asyncio.sleep(0.05)
-    assert plis[before:] == [(camera, camera._ssrc)]
+    await arrived(lambda: len(plis(feedback)) > before)
+    assert plis(feedback)[before:] == [(camera, camera._ssrc)]
+
+
+async def test_a_receivers_nack_reaches_the_sender(
+    embedded: EmbeddedChime, peers: list[VideoPeer], feedback: list[tuple[Any, Any]]
+) -> None:
+    alice, bob, _ = await sender_and_receiver(embedded, peers)
+    (received,) = bob.received.values()
+    await received.frames(3)
+    ssrc = _ssrc(bob, received.transceiver.mid)
+    streams = vars(received.transceiver.receiver)["_RTCRtpReceiver__remote_streams"]
+    last = streams[ssrc].max_seq
+    await received.transceiver.receiver._send_rtcp_nack(ssrc, [last])
+    await arrived(lambda: bool(nacks(feedback)))
+    # The first run of a section keeps the source's numbers: the same one, on alice's SSRC.
+    camera = alice.camera.sender
+    assert nacks(feedback) == [(camera, camera._ssrc, [last])]
+
+
+def _ssrc(p: VideoPeer, mid: str | None) -> int:
+    """The SSRC the server's answer announces on the section `mid`."""
+    return int(re.findall(r"a=ssrc:(\d+) ", _section(_answer(p), mid))[0])
 
 
 def _answer(p: VideoPeer) -> str:

@@ -116,3 +116,16 @@ def test_a_sources_average_bitrate_is_measured_per_window() -> None:
         f.packet(7, VP8, i, 0, VP8_KEY + bytes(1000 - len(VP8_KEY)), i * 0.1)
     assert f.bitrate(7, 2.0) == 20 * 1000 * 8 // 2
     assert f.bitrate(7, 10.0) == 0  # nothing since
+
+
+def test_a_receivers_nack_names_the_sources_own_numbers() -> None:
+    f = forwarding(section())
+    f.packet(7, VP8, 100, 0, VP8_KEY, 0.0)
+    f.pause(2, {7}, paused=True)
+    f.pause(2, {7}, paused=False)
+    resumed = f.packet(7, VP8, 500, 9000, VP8_KEY, 1.0).outgoing[0]
+    f.packet(7, VP8, 501, 9000, VP8_MIDDLE, 1.0)
+    assert resumed.sequence_number == 101
+    # 101 and 102 went out as 500 and 501; 100 was before the resume, 103 never went out.
+    assert f.lost(2, "2", [100, 101, 102, 103]) == (7, [500, 501])
+    assert f.lost(2, "9", [101]) == (None, [])

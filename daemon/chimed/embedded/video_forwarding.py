@@ -84,6 +84,16 @@ class Section:
     _last_ts: int = 0
     _last_time: float = 0.0
 
+    def original(self, seq: int) -> int | None:
+        """The source's number of a packet this section sent as `seq` in its current run
+        (None: before it, or never sent)."""
+        if not self._started or self.waiting:
+            return None
+        first = (self._first_seq + self._seq_offset) & 0xFFFF
+        if _older(seq, first) or _older(self._last_seq, seq):
+            return None
+        return (seq - self._seq_offset) & 0xFFFF
+
     def restart(self) -> None:
         """Wait for a keyframe, then go on numbering from where the section stopped."""
         self.waiting = True
@@ -246,6 +256,15 @@ class Forwarding:
             return None
         source.last_request = now
         return section.stream_id
+
+    def lost(self, receiver: int, mid: str, seqs: Iterable[int]) -> tuple[int | None, list[int]]:
+        """A receiver's NACK on a section: the stream and the source's own numbers of the
+        packets to send again (those of the section's current run)."""
+        section = self._sections.get(receiver, {}).get(mid)
+        if section is None:
+            return None, []
+        original = [o for o in map(section.original, seqs) if o is not None]
+        return section.stream_id, original
 
     def _want(self, stream_ids: list[int]) -> list[int]:
         out = []
