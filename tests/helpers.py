@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import boto3
 from chime.client import AsyncChimed
 from chime.v1 import meeting_pb2, session_pb2, types_pb2
 
@@ -75,3 +76,16 @@ async def wait_observers(
         if time.monotonic() > deadline:
             raise AssertionError(f"{kind} observers never reached {count}")
         await asyncio.sleep(0.01)
+
+
+def meetings_client(endpoint_url: str, **kwargs: Any) -> Any:
+    """An unmodified boto3 chime-sdk-meetings client of the embedded control plane at
+    `endpoint_url` (no accounts: any credentials)."""
+    return boto3.client(
+        "chime-sdk-meetings",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        **kwargs,
+    )

@@ -222,10 +222,13 @@ def forward_ingress(receiver: Any, on_packet: rtp_forward.PacketSink) -> rtp_for
 
 
 def forward_egress(
-    sender: Any, mid: str, on_keyframe_request: Callable[[], None]
+    sender: Any,
+    mid: str,
+    on_keyframe_request: Callable[[], None],
+    on_nack: Callable[[list[int]], None],
 ) -> rtp_forward.Egress | None:
     """A track-less sender as a forwarding slot (None: it stays aiortc's, sending nothing)."""
-    egress = rtp_forward.install_egress(sender, mid, on_keyframe_request)
+    egress = rtp_forward.install_egress(sender, mid, on_keyframe_request, on_nack)
     _record("forward_send", egress, "RTCRtpSender changed")
     return egress
 
