@@ -29,7 +29,7 @@ from chime.v1 import events_pb2, session_pb2, types_pb2
 from google.protobuf.message import Message
 
 from chimed.devices import video_opening
-from chimed.devices.video_ids import parse
+from chimed.devices.video_ids import DEFAULT_FPS, parse
 from chimed.devices.video_inputs import FramesSource, VideoInput
 from chimed.devices.video_listing import video_devices
 from chimed.errors import ChimedError, FailedPrecondition, InvalidArgument, NotFound
@@ -262,10 +262,15 @@ class SessionVideo:
         if frame_format not in (I420, RGB24):
             raise InvalidArgument("format must be FRAME_FORMAT_I420 or FRAME_FORMAT_RGB24")
         source = self._frames_source(width, height)
-        device_id = f"virtual:frames?width={width}&height={height}"
+        # The session's virtual:frames id keeps its rate when the size is the same.
+        current = parse(self.device_id)
+        fps = current.fps if current.name == "frames" else DEFAULT_FPS
+        device_id = self.device_id
+        if (current.name, current.width, current.height) != ("frames", width, height):
+            device_id = f"virtual:frames?width={width}&height={height}&fps={fps:g}"
         async with self._switching:
             if source is None:
-                source = FramesSource(width, height)
+                source = FramesSource(width, height, fps)
                 if self.local_on:
                     self.local.set_source(source)
                 else:
