@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import boto3
 from chime.client import AsyncChimed
 from chime.v1 import meeting_pb2, session_pb2, types_pb2
 
@@ -38,6 +39,18 @@ async def create_session(
     return response.session
 
 
+async def bot_in_named_meeting(
+    chimed: AsyncChimed, name: str, devices: session_pb2.DeviceSelection | None = None
+) -> tuple[types_pb2.Meeting, session_pb2.Session]:
+    """A session of attendee "chimed-bot" in the meeting named `name`, made with the name as
+    its idempotency token as the meeting page does, so a browser joining by name meets it."""
+    created = await chimed.meetings.CreateMeeting(
+        meeting_pb2.CreateMeetingRequest(client_request_token=name, external_meeting_id=name)
+    )
+    session = await create_session(chimed, created.meeting, "chimed-bot", devices=devices)
+    return created.meeting, session
+
+
 async def started_session(
     chimed: AsyncChimed, meeting: types_pb2.Meeting, user: str
 ) -> session_pb2.Session:
@@ -63,3 +76,16 @@ async def wait_observers(
         if time.monotonic() > deadline:
             raise AssertionError(f"{kind} observers never reached {count}")
         await asyncio.sleep(0.01)
+
+
+def meetings_client(endpoint_url: str, **kwargs: Any) -> Any:
+    """An unmodified boto3 chime-sdk-meetings client of the embedded control plane at
+    `endpoint_url` (no accounts: any credentials)."""
+    return boto3.client(
+        "chime-sdk-meetings",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        **kwargs,
+    )

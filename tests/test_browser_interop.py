@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from chime.client import AsyncChimed
-from chime.v1 import audio_pb2, meeting_pb2, session_pb2, types_pb2
+from chime.v1 import audio_pb2, session_pb2, types_pb2
 from chimed.embedded.meeting_page import DIST_DIR
 from google.protobuf import struct_pb2
 
 from tests.browser import Browser, BrowserError, Page
 from tests.daemon_proc import DaemonProcess
+from tests.helpers import bot_in_named_meeting
 from tests.streams import EventStream, attendee_ids
 
 S = session_pb2
@@ -78,23 +79,9 @@ async def meeting(
     name = f"interop-{uuid.uuid4().hex[:8]}"
     # The page creates meetings with their name as the idempotency token: so does chimed here,
     # and both end up in the same meeting.
-    created = await chimed.meetings.CreateMeeting(
-        meeting_pb2.CreateMeetingRequest(client_request_token=name, external_meeting_id=name)
+    chime_meeting, session = await bot_in_named_meeting(
+        chimed, name, S.DeviceSelection(audio_input_device_id=TONE)
     )
-    attendee = await chimed.meetings.CreateAttendee(
-        meeting_pb2.CreateAttendeeRequest(
-            meeting_id=created.meeting.meeting_id, external_user_id="chimed-bot"
-        )
-    )
-    session = (
-        await chimed.sessions.CreateSession(
-            S.CreateSessionRequest(
-                meeting=created.meeting,
-                attendee=attendee.attendee,
-                devices=S.DeviceSelection(audio_input_device_id=TONE),
-            )
-        )
-    ).session
     sid = session.session_id
     realtime = EventStream(
         chimed.sessions.AddRealtimeObserver(S.AddRealtimeObserverRequest(session_id=sid))
@@ -107,8 +94,8 @@ async def meeting(
             f"chimedPage.join({json.dumps(name)}, 'browser-user', {{timeoutMs: {TIMEOUT * 1000}}})",
             TIMEOUT + 5,
         )
-        assert ids["meetingId"] == created.meeting.meeting_id
-        yield Meeting(chimed, page, created.meeting, session, ids["attendeeId"], realtime)
+        assert ids["meetingId"] == chime_meeting.meeting_id
+        yield Meeting(chimed, page, chime_meeting, session, ids["attendeeId"], realtime)
     finally:
         try:
             if page is not None:

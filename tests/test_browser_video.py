@@ -19,9 +19,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
 TIMEOUT = 40.0  # a loaded 2-core machine runs two Chromium pages and the media server
 
 
-async def join(page: Page, meeting: str, name: str) -> str:
+async def join(page: Page, meeting: str, name: str, video: bool = True) -> str:
     call = f"chimedPage.join({json.dumps(meeting)}, {json.dumps(name)}, "
-    call += f"{{audio: 'silence', video: true, timeoutMs: {int(TIMEOUT * 1000)}}})"
+    call += f"{{audio: 'silence', video: {json.dumps(video)}, timeoutMs: {int(TIMEOUT * 1000)}}})"
     ids = await page.eval(call, TIMEOUT + 5)
     return str(ids["attendeeId"])
 
@@ -60,6 +60,14 @@ async def test_two_pages_see_each_others_camera(embedded: EmbeddedChime, codec: 
         # The media server forwarded what the page asked for: its send codec.
         sent = _sent_codecs(embedded)
         assert sent == {codec.upper()}, sent
+        # Bob stops his camera: his tile leaves alice's page; he starts it again: it is back
+        # (a new stream, on a section Chrome may recycle).
+        await bob_page.eval("chimedPage.stopCamera()", TIMEOUT)
+        await alice_page.wait_for(
+            f"!chimedPage.videos.some((v) => v.attendeeId === {json.dumps(bob)})", TIMEOUT
+        )
+        await bob_page.eval("chimedPage.startCamera()", TIMEOUT)
+        await remote_playing(alice_page, bob)
         for page in (alice_page, bob_page):
             await page.eval("chimedPage.leave()", TIMEOUT)
 
@@ -72,3 +80,20 @@ def _sent_codecs(embedded: EmbeddedChime) -> set[str | None]:
         for meeting_id in embedded.registry.meetings
         for stream_id in router.forwarding(meeting_id).source_ids()
     }
+
+
+async def test_a_content_share_plays_as_a_content_tile(embedded: EmbeddedChime) -> None:
+    """The SDK's content share is a second session, `<attendee>#content`, with the join token
+    `<token>#content`; the other page plays it in a tile marked content."""
+    meeting = f"content-{uuid.uuid4().hex[:8]}"
+    async with Browser() as browser:
+        alice_page = await browser.open(embedded.base_url + "/", TIMEOUT)
+        bob_page = await browser.open(embedded.base_url + "/", TIMEOUT)
+        alice = await join(alice_page, meeting, "alice", video=False)
+        await join(bob_page, meeting, "bob", video=False)
+        await alice_page.eval("chimedPage.shareContent(640, 360)", TIMEOUT)
+        shared = await remote_playing(bob_page, f"{alice}#content")
+        assert shared["content"] is True
+        assert (shared["width"], shared["height"]) == (640, 360)
+        for page in (alice_page, bob_page):
+            await page.eval("chimedPage.leave()", TIMEOUT)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ import grpc
 import pytest
 from aiortc import RTCPeerConnection
 from chime.client import connect_aio
-from chime.v1 import session_pb2, session_pb2_grpc
-from chimed.config import DaemonConfig, EmbeddedConfig, MediaConfig
+from chime.v1 import session_pb2, session_pb2_grpc, video_pb2
+from chimed.config import LOOPBACK_MEDIA, DaemonConfig, EmbeddedConfig, MediaConfig
 from chimed.media import shortcuts
 from chimed.media.ice import IceSettings
 from chimed.server.app import Daemon
 
-from tests.helpers import create_meeting, create_session
+from tests.helpers import create_meeting, create_session, started_session
+from tests.streams import EventStream
 
 A_MEDIA = MediaConfig(
     jitter_depth=2, opus_complexity=3, ice_host_addresses=("127.0.0.1",), stun_rto=0.1
@@ -169,3 +171,33 @@ async def test_each_daemon_in_a_process_asks_for_its_own_token(tmp_path: Path) -
     finally:
         for daemon in daemons:
             await daemon.stop()
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+async def test_a_daemons_video_codec_is_what_its_camera_negotiates(
+    tmp_path: Path, codec: str
+) -> None:
+    media = replace(LOOPBACK_MEDIA, video_codec=codec)
+    daemon = Daemon(DaemonConfig(socket_path=str(tmp_path / "v.sock"), media=media))
+    await daemon.start()
+    try:
+        async with connect_aio(f"unix:{daemon.config.socket_path}") as client:
+            meeting = await create_meeting(client)
+            session = await started_session(client, meeting, "camera")
+            sid = session.session_id
+            events = EventStream(
+                client.sessions.AddAudioVideoObserver(
+                    session_pb2.AddAudioVideoObserverRequest(session_id=sid)
+                )
+            )
+            await events.registered()
+            await client.video.StartLocal(video_pb2.StartLocalRequest(session_id=sid))
+            await events.expect("video_session_started")  # the answer is applied
+            await events.close()
+            peer = daemon.manager.get(sid).chime_session.peer
+            assert peer is not None
+            camera = peer.connection.remoteDescription.sdp.split("m=video")[1]
+            first_payload_type = camera.split("\r\n")[0].split()[2]
+            assert f"a=rtpmap:{first_payload_type} {codec}/90000" in camera
+    finally:
+        await daemon.stop()

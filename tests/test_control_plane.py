@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import boto3
 import botocore.config
 import pytest
 from aiohttp import web
@@ -21,20 +20,16 @@ from botocore.exceptions import ClientError
 from chimed.embedded.service import EmbeddedChime
 from chimed.errors import InvalidArgument
 
+from tests.helpers import meetings_client
+
 GUID = re.compile(r"[a-f0-9]{8}(?:-[a-f0-9]{4}){3}-[a-f0-9]{12}")
 NO_SUCH_ID = "00000000-0000-0000-0000-000000000000"
 SR = {"Audio": "SendReceive", "Video": "SendReceive", "Content": "SendReceive"}
 
 
 def _client(service: EmbeddedChime, validate: bool = True) -> Any:
-    return boto3.client(
-        "chime-sdk-meetings",
-        endpoint_url=service.base_url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        config=botocore.config.Config(retries={"max_attempts": 1}, parameter_validation=validate),
-    )
+    config = botocore.config.Config(retries={"max_attempts": 1}, parameter_validation=validate)
+    return meetings_client(service.base_url, config=config)
 
 
 @pytest.fixture

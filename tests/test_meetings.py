@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import boto3
 import grpc
 import pytest
 from chime.client import AsyncChimed
 from chime.v1 import meeting_pb2, types_pb2
 
 from tests.daemon_proc import DaemonProcess
+from tests.helpers import meetings_client
 
 pytestmark = pytest.mark.daemon
 
@@ -137,13 +137,7 @@ async def test_boto3_against_the_daemons_embedded_service(
     chimed: AsyncChimed, daemon: DaemonProcess
 ) -> None:
     assert daemon.embedded_url
-    client = boto3.client(
-        "chime-sdk-meetings",
-        endpoint_url=daemon.embedded_url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    client = meetings_client(daemon.embedded_url)
     out = await asyncio.to_thread(
         client.create_meeting,
         ClientRequestToken="boto3-direct",

@@ -71,7 +71,10 @@ async def test_local_video_tile_view_and_stop(chimed: AsyncChimed) -> None:
     started = await events.expect("video_session_started")
     assert started.video_session_started.status.code == 1  # OK
 
-    # A late tile observer starts with the current tiles.
+    # Late observers start with the current state: the video session, the tiles.
+    late_events = av_observer(chimed, sid)
+    await late_events.expect("video_session_started")
+    await late_events.close()
     late = tile_observer(chimed, sid)
     snapshot = (await late.expect("video_tile_added")).video_tile_added.tile_state
     assert snapshot.tile_id == added.tile_id
@@ -117,6 +120,11 @@ async def test_local_video_tile_view_and_stop(chimed: AsyncChimed) -> None:
     await chimed.video.StartLocal(V.StartLocalRequest(session_id=sid))
     again = (await tiles.expect("video_tile_added")).video_tile_added.tile_state
     assert again.tile_id == added.tile_id + 1
+    await events.expect("video_session_started")
+    # Stopping the session stops its video session and removes its tiles.
+    await chimed.sessions.Stop(session_pb2.StopRequest(session_id=sid))
+    await events.expect("video_session_stopped")
+    await tiles.expect("video_tile_removed", lambda e: e.tile_state.tile_id == again.tile_id)
     await chimed.sessions.DeleteSession(session_pb2.DeleteSessionRequest(session_id=sid))
     await tiles.close()
     await events.close()

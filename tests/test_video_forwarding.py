@@ -8,18 +8,20 @@ import asyncio
 import functools
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiortc.rtcrtpreceiver
 import pytest
 from aiortc import RTCRtpSender
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket
 from chime.signaling import signaling_pb2 as pb
 from chimed.embedded.meetings import VIDEO_SENDER_LIMIT_TAG, Meeting
 from chimed.embedded.service import EmbeddedChime
 from chimed.media import shortcuts
 
+from tests.helpers import meetings_client
 from tests.video_peers import VIDEO_LABEL, VideoPeer, peer
 
 T = pb.SdkSignalFrame
@@ -34,8 +36,8 @@ async def peers() -> AsyncIterator[list[VideoPeer]]:
         await p.close()
 
 
-def meeting(embedded: EmbeddedChime, **tags: str) -> Meeting:
-    return embedded.registry.create_meeting(f"tok-{id(tags)}-{len(tags)}", "m", tags=tags)
+def meeting(embedded: EmbeddedChime) -> Meeting:
+    return embedded.registry.create_meeting(f"tok-{uuid.uuid4()}", "m")
 
 
 async def joined(
@@ -83,6 +85,34 @@ async def test_a_subscriber_decodes_the_sent_picture(
     ]
     # Alice sends what her answer lists first: the codec asked for, forwarded as is.
     assert _codecs(_section(_answer(alice), alice.camera.mid))[0] == codec
+
+
+async def test_each_recvonly_section_carries_the_stream_asked_for_on_it(
+    embedded: EmbeddedChime, peers: list[VideoPeer]
+) -> None:
+    """SUBSCRIBE [0, a, b]: the zero (camera slot) is skipped, a and b go to the recvonly
+    sections in order; told apart here by their picture sizes."""
+    m = meeting(embedded)
+    bob, _ = await joined(embedded, m, "bob", peers)
+    await bob.subscribe()
+    sizes = {"alice": (320, 240), "carol": (160, 120)}
+    for user, (width, height) in sizes.items():
+        sender, _ = await joined(embedded, m, user, peers)
+        sender.start_camera(width, height)
+        await sender.subscribe()
+    index = await bob.index(lambda i: len(i.sources) == 2)
+    by_user = {s.external_user_id: s.stream_id for s in index.sources}
+    for stream_id in sorted(by_user.values()):  # ascending, as the JS client adds them
+        bob.receive(stream_id)
+    ack = await bob.subscribe()
+    for user, size in sizes.items():
+        assert (await bob.received[by_user[user]].frames(3))[-1] == size
+    labels = {
+        t.stream_id: t.track_label
+        for t in ack.suback.tracks
+        if t.track_label != "AmazonChimeExpressAudio"
+    }
+    assert labels == {r.stream_id: f"v_{r.transceiver.mid}" for r in bob.received.values()}
 
 
 def _section(sdp: str, mid: str | None) -> str:
@@ -140,7 +170,17 @@ async def test_index_lists_sources_to_others_and_subscribe_ack_allocates(
 async def test_sender_limit_gives_206_and_at_capacity(
     embedded: EmbeddedChime, peers: list[VideoPeer]
 ) -> None:
-    m = meeting(embedded, **{VIDEO_SENDER_LIMIT_TAG: "1"})
+    # The limit of 1, set through the boto3-compatible control plane.
+    client = meetings_client(embedded.base_url)
+    created = await asyncio.to_thread(
+        client.create_meeting,
+        ClientRequestToken="limited",
+        ExternalMeetingId="limited",
+        MediaRegion="us-east-1",
+        Tags=[{"Key": VIDEO_SENDER_LIMIT_TAG, "Value": "1"}],
+    )
+    client.close()
+    m = embedded.registry.get_meeting(created["Meeting"]["MeetingId"])
     alice, _ = await joined(embedded, m, "alice", peers)
     bob, _ = await joined(embedded, m, "bob", peers)
     alice.start_camera()
@@ -186,14 +226,15 @@ async def _settled(sizes: list[Any]) -> None:
 
 # --- keyframes --------------------------------------------------------------------------------
 @pytest.fixture
-def plis() -> Iterator[list[tuple[Any, int]]]:
-    """Every PLI an aiortc sender of this process gets: (sender, media ssrc)."""
-    seen: list[tuple[Any, int]] = []
+def feedback() -> Iterator[list[tuple[Any, Any]]]:
+    """Every RTCP feedback packet (PLI, NACK...) an aiortc sender of this process gets, with
+    the sender: (sender, packet)."""
+    seen: list[tuple[Any, Any]] = []
     original = RTCRtpSender._handle_rtcp_packet
 
     async def spy(self: RTCRtpSender, packet: Any) -> None:
-        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
-            seen.append((self, packet.media_ssrc))
+        if isinstance(packet, (RtcpPsfbPacket, RtcpRtpfbPacket)):
+            seen.append((self, packet))
         await original(self, packet)
 
     RTCRtpSender._handle_rtcp_packet = spy  # type: ignore[method-assign]
@@ -201,25 +242,67 @@ def plis() -> Iterator[list[tuple[Any, int]]]:
     RTCRtpSender._handle_rtcp_packet = original  # type: ignore[method-assign]
 
 
+def plis(feedback: list[tuple[Any, Any]]) -> list[tuple[Any, int]]:
+    return [
+        (sender, p.media_ssrc)
+        for sender, p in feedback
+        if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_PLI
+    ]
+
+
+def nacks(feedback: list[tuple[Any, Any]]) -> list[tuple[Any, int, list[int]]]:
+    return [
+        (sender, p.media_ssrc, list(p.lost))
+        for sender, p in feedback
+        if isinstance(p, RtcpRtpfbPacket) and p.fmt == RTCP_RTPFB_NACK
+    ]
+
+
+async def arrived(condition: Callable[[], bool]) -> None:
+    """Until `condition()` holds, for feedback that travels on its own (bounded)."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_keyframe_requests_reach_the_sender(
-    embedded: EmbeddedChime, peers: list[VideoPeer], plis: list[tuple[Any, int]]
+    embedded: EmbeddedChime, peers: list[VideoPeer], feedback: list[tuple[Any, Any]]
 ) -> None:
     alice, bob, _ = await sender_and_receiver(embedded, peers)
     (received,) = bob.received.values()
     await received.frames(3)
     # The new subscription asked alice's camera for a keyframe, on alice's own SSRC.
     camera = alice.camera.sender
-    assert (camera, camera._ssrc) in plis
-    before = len(plis)
-    # Bob's PLI on its section reaches alice, mapped to her SSRC.
+    assert (camera, camera._ssrc) in plis(feedback)
     await asyncio.sleep(0.3)  # past the server's feedback interval
-    ssrc = int(re.findall(r"a=ssrc:(\d+) ", _section(_answer(bob), received.transceiver.mid))[0])
+    before = len(plis(feedback))
+    # Bob's PLI on its section reaches alice, mapped to her SSRC.
+    ssrc = _ssrc(bob, received.transceiver.mid)
     await received.transceiver.receiver._send_rtcp_pli(ssrc)
-    for _ in range(100):
-        if len(plis) > before:
-            break
-        await asyncio.sleep(0.05)
-    assert plis[before:] == [(camera, camera._ssrc)]
+    await arrived(lambda: len(plis(feedback)) > before)
+    assert plis(feedback)[before:] == [(camera, camera._ssrc)]
+
+
+async def test_a_receivers_nack_reaches_the_sender(
+    embedded: EmbeddedChime, peers: list[VideoPeer], feedback: list[tuple[Any, Any]]
+) -> None:
+    alice, bob, _ = await sender_and_receiver(embedded, peers)
+    (received,) = bob.received.values()
+    await received.frames(3)
+    ssrc = _ssrc(bob, received.transceiver.mid)
+    streams = vars(received.transceiver.receiver)["_RTCRtpReceiver__remote_streams"]
+    last = streams[ssrc].max_seq
+    await received.transceiver.receiver._send_rtcp_nack(ssrc, [last])
+    await arrived(lambda: bool(nacks(feedback)))
+    # The first run of a section keeps the source's numbers: the same one, on alice's SSRC.
+    camera = alice.camera.sender
+    assert nacks(feedback) == [(camera, camera._ssrc, [last])]
+
+
+def _ssrc(p: VideoPeer, mid: str | None) -> int:
+    """The SSRC the server's answer announces on the section `mid`."""
+    return int(re.findall(r"a=ssrc:(\d+) ", _section(_answer(p), mid))[0])
 
 
 def _answer(p: VideoPeer) -> str:
@@ -290,8 +373,8 @@ async def test_the_media_server_never_decodes_video(
     """Two subscribers decode alice's camera: exactly two video decoders exist in this process,
     theirs; the server's receiver of the camera made none."""
     alice, bob, _ = await sender_and_receiver(embedded, peers)
-    carol, _ = await joined(embedded, alice_meeting(embedded, alice), "carol", peers)
-    index = await carol.index(lambda i: len(i.sources) == 1)
+    carol, index = await joined(embedded, alice_meeting(embedded, alice), "carol", peers)
+    assert len(index.sources) == 1  # the INDEX after JOIN_ACK lists alice's camera
     carol.receive(index.sources[0].stream_id)
     await carol.subscribe()
     for p in (bob, carol):

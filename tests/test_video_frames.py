@@ -263,3 +263,13 @@ def test_garbage_gives_none_and_never_raises() -> None:
     assert None in sizes
     assert bitstream.h264_sps_size(b"\x67" + b"\x00" * 40) is None
     assert bitstream.vp8_frame_size(b"\x00\x00\x00" + b"\x9d\x01\x2a" + b"\x00" * 4) is None
+
+
+def test_jpeg_of_a_full_range_frame_leaves_the_frame_alone() -> None:
+    """A frame that is already yuvj420p is shared with the sender and other views: the JPEG
+    view must not restamp it."""
+    frame = PatternSource(64, 48).draw().reformat(format="yuvj420p")
+    frame.pts = 5
+    out = FrameConverter(JPEG).convert(frame)
+    assert out.data.startswith(b"\xff\xd8") and (out.width, out.height) == (64, 48)
+    assert frame.pts == 5

@@ -64,9 +64,17 @@ async def test_a_pattern_becomes_a_remote_tile_that_pauses_switches_and_goes(
     chimed: AsyncChimed,
 ) -> None:
     alice, bob, tiles = await sender_and_viewer(chimed)
+    events = av_observer(chimed, bob.session_id)
+    await events.registered()
     await chimed.video.StartLocal(V.StartLocalRequest(session_id=alice.session_id))
     tile = await remote_tile(tiles, alice.attendee_id)
     assert not tile.is_local_tile and not tile.is_content
+    available = await events.expect("remote_video_sources_available")
+    (source,) = available.remote_video_sources_available.sources
+    assert (source.attendee.attendee_id, source.attendee.external_user_id) == (
+        alice.attendee_id,
+        "alice",
+    )
     assert (tile.video_stream_content_width, tile.video_stream_content_height) == (640, 480)
 
     view = EventStream(
@@ -106,6 +114,11 @@ async def test_a_pattern_becomes_a_remote_tile_that_pauses_switches_and_goes(
     removed = state_of(await tiles.expect("video_tile_removed"))
     assert removed.tile_id == tile.tile_id
     assert await view.ended() == grpc.StatusCode.NOT_FOUND
+    gone = await events.expect("remote_video_sources_unavailable")
+    assert (
+        gone.remote_video_sources_unavailable.sources[0].attendee.attendee_id == alice.attendee_id
+    )
+    await events.close()
     await tiles.close()
     await delete_sessions(chimed, alice, bob)
 
@@ -196,6 +209,10 @@ async def test_sender_limit_gives_view_only(daemon: DaemonProcess, chimed: Async
     await chimed.video.StartRemote(V.StartRemoteRequest(session_id=bob.session_id))
     await remote_tile(tiles, alice.attendee_id)
     await events.expect("video_session_started")
+    # One sender is the limit: bob is told he cannot send (before or after his video started).
+    told = [e for e in events.events if e.WhichOneof("event") == "camera_send_availability_updated"]
+    unavailable = told[0] if told else await events.expect("camera_send_availability_updated")
+    assert not unavailable.camera_send_availability_updated.available
     await chimed.video.StartLocal(V.StartLocalRequest(session_id=bob.session_id))
     view_only = SESSION_STATUS_VIEW_ONLY
     await events.expect("video_session_started", lambda e: e.status.code == view_only)

@@ -114,14 +114,24 @@ class VideoPeer:
         self._arrived.set()
 
     async def expect(
-        self, kind: int, match: Callable[[Frame], bool] = lambda _f: True, timeout: float = TIMEOUT
+        self,
+        kind: int,
+        match: Callable[[Frame], bool] = lambda _f: True,
+        timeout: float = TIMEOUT,
+        drop_earlier: bool = False,
     ) -> Frame:
-        """The first frame of `kind` that matches, taken from the ones received."""
+        """The first frame of `kind` that matches, taken from the ones received (with
+        `drop_earlier`, the frames of `kind` before it are dropped too)."""
         deadline = time.monotonic() + timeout
         while True:
             for i, frame in enumerate(self.frames):
                 if frame.type == kind and match(frame):
-                    return self.frames.pop(i)
+                    rest = self.frames[i + 1 :]
+                    before = self.frames[:i]
+                    if drop_earlier:
+                        before = [f for f in before if f.type != kind]
+                    self.frames = before + rest
+                    return frame
             if self.closed is not None:
                 raise AssertionError(f"signaling closed {self.closed} awaiting {kind}")
             self._arrived.clear()
@@ -131,9 +141,9 @@ class VideoPeer:
                 raise AssertionError(f"no frame of type {kind} matching") from None
 
     async def index(self, match: Callable[[pb.SdkIndexFrame], bool] = lambda _i: True) -> Any:
-        """The next INDEX that satisfies `match` (earlier ones are dropped)."""
-        frame = await self.expect(Frame.INDEX, lambda f: match(f.index))
-        self.frames = [f for f in self.frames if f.type != Frame.INDEX]
+        """The first INDEX received that satisfies `match`; the INDEX frames before it are
+        dropped (each replaces the one before), those after it stay to be read."""
+        frame = await self.expect(Frame.INDEX, lambda f: match(f.index), drop_earlier=True)
         return frame.index
 
     async def join(self) -> Any:

@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         "less CPU per speaking session, higher sounds slightly better)",
     )
     p.add_argument(
+        "--video-codec",
+        choices=("vp8", "h264"),
+        default="vp8",
+        help="the codec chimed's video is sent in (default %(default)s; H.264 constrained "
+        "baseline, which every browser decodes in hardware, or VP8)",
+    )
+    p.add_argument(
         "--ice-host",
         action="append",
         help="gather host ICE candidates only on this address (repeatable); default loopback "
@@ -90,11 +97,16 @@ async def _run_until_signal(
 
 
 def _media(args: argparse.Namespace) -> MediaConfig:
-    """The sessions' media: the control plane's defaults, with --opus-complexity and
-    --ice-host; ValueError for a value out of range."""
+    """The sessions' media: the control plane's defaults, with --opus-complexity,
+    --video-codec and --ice-host; ValueError for a value out of range."""
     media = media_for(args.control_plane)
     hosts = tuple(args.ice_host) if args.ice_host else media.ice_host_addresses
-    return replace(media, opus_complexity=args.opus_complexity, ice_host_addresses=hosts)
+    return replace(
+        media,
+        opus_complexity=args.opus_complexity,
+        ice_host_addresses=hosts,
+        video_codec=args.video_codec.upper(),
+    )
 
 
 async def _serve(args: argparse.Namespace, media: MediaConfig) -> None:

@@ -17,6 +17,7 @@ DEFAULT_OPUS_COMPLEXITY = 5
 LOOPBACK_JITTER_DEPTH = 1
 LOOPBACK_STUN_RTO_S = 0.1
 LOOPBACK_HOSTS = ("127.0.0.1",)
+VIDEO_CODECS = ("VP8", "H264")
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,17 @@ class MediaConfig:
     ICE check is often dropped by the peer's TURN relay before its permission is in place,
     and 500 ms of waiting for that alone would be added to every join."""
 
+    video_codec: str = "VP8"
+    """The codec the camera is offered with first (VP8 or H264; the other follows): what the
+    service forwards to every receiver, who must decode it."""
+
     def __post_init__(self) -> None:
         if self.jitter_depth is not None and self.jitter_depth < 0:
             raise ValueError("jitter buffer depth must be at least 0")
         if not 0 <= self.opus_complexity <= 10:
             raise ValueError(f"Opus complexity must be 0 to 10, got {self.opus_complexity}")
+        if self.video_codec not in VIDEO_CODECS:
+            raise ValueError(f"video codec must be one of {VIDEO_CODECS}, got {self.video_codec}")
         if self.stun_rto is not None and not self.stun_rto > 0:
             raise ValueError(f"STUN retransmission timeout must be positive, got {self.stun_rto}")
 

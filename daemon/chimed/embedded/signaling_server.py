@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -419,7 +420,8 @@ class SignalingServer:
         """The INDEX for one session: every other video source, capacity, codecs."""
         index = new_frame(T.INDEX)
         index.index.num_participants = len(state.sessions)
-        state.video.fill(index.index, session.attendee.attendee_id)
+        bitrate = functools.partial(self.media.video.bitrate, session.meeting_id)
+        state.video.fill(index.index, session.attendee.attendee_id, bitrate)
         return index
 
     def _send_indexes(self, state: _MeetingState) -> None:

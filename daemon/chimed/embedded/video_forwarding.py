@@ -16,14 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from chimed.media.video_bitstream import Size, SizeWatcher, h264_payload_size, vp8_payload_size
+from chimed.media.video_bitstream import Size, SizeWatcher, vp8_payload_size
 
 VP8 = "VP8"
 H264 = "H264"
 CLOCK_RATE = 90000  # every video codec's RTP clock
 KEYFRAME_RETRY_S = 1.0  # while a section waits for a keyframe, ask again this often
 FEEDBACK_INTERVAL_S = 0.2  # receivers' keyframe requests reach the sender at most this often
-_IDR = 5
+BITRATE_WINDOW_S = 2.0  # a source's average bitrate is measured over this (as Chime's BITRATES)
+_KEY_NALS = (5, 7)  # IDR slice, sequence parameter set
 _STAP_A, _FU_A = 24, 28
 
 
@@ -40,19 +41,23 @@ def codec_key(name: str, parameters: Mapping[str, object]) -> str | None:
 
 def keyframe_start(codec: str, payload: bytes) -> bool:
     """Whether an RTP payload starts a keyframe: VP8's keyframe header in the first partition,
-    or an H.264 parameter set or IDR slice at the start of a NAL unit."""
+    or an H.264 sequence parameter set or IDR slice at the start of a NAL unit (alone, in a
+    STAP-A, or as an FU-A's first fragment)."""
     if codec == VP8:
         return vp8_payload_size(payload) is not None
     if not payload:
         return False
     kind = payload[0] & 0x1F
-    if kind == _IDR or h264_payload_size(payload) is not None:
-        return True
     if kind == _STAP_A:
-        return len(payload) > 3 and payload[3] & 0x1F == _IDR
-    if kind == _FU_A and len(payload) >= 2:
-        return bool(payload[1] & 0x80) and payload[1] & 0x1F == _IDR
-    return False
+        offset = 1
+        while offset + 2 < len(payload):
+            if payload[offset + 2] & 0x1F in _KEY_NALS:
+                return True
+            offset += 2 + int.from_bytes(payload[offset : offset + 2], "big")
+        return False
+    if kind == _FU_A:
+        return len(payload) >= 2 and bool(payload[1] & 0x80) and payload[1] & 0x1F in _KEY_NALS
+    return kind in _KEY_NALS
 
 
 def _older(seq: int, than: int) -> bool:
@@ -69,7 +74,7 @@ class Section:
     payload_types: dict[str, int]  # codec key -> this section's negotiated payload type
     paused: bool = False
     waiting: bool = True  # for a keyframe: nothing is forwarded until one starts
-    connected: bool = False  # its connection could carry a packet (last time it was asked)
+    connected: bool = True  # its connection could carry a packet (last time it was asked)
     forwarded: int = 0  # packets sent
     _started: bool = False
     _seq_offset: int = 0
@@ -78,6 +83,16 @@ class Section:
     _last_seq: int = 0  # the last numbers sent, and when
     _last_ts: int = 0
     _last_time: float = 0.0
+
+    def original(self, seq: int) -> int | None:
+        """The source's number of a packet this section sent as `seq` in its current run
+        (None: before it, or never sent)."""
+        if not self._started or self.waiting:
+            return None
+        first = (self._first_seq + self._seq_offset) & 0xFFFF
+        if _older(seq, first) or _older(self._last_seq, seq):
+            return None
+        return (seq - self._seq_offset) & 0xFFFF
 
     def restart(self) -> None:
         """Wait for a keyframe, then go on numbering from where the section stopped."""
@@ -129,6 +144,9 @@ class Forwarded:
 @dataclass
 class _Source:
     codec: str | None = None
+    bytes_in: int = 0  # payload bytes since `window_start`, and in the window before
+    window_start: float = 0.0
+    last_rate_bps: int = 0
     watcher: SizeWatcher | None = None
     last_request: float = float("-inf")
     wanted: bool = False  # a keyframe request is due (new subscriber, resume, feedback)
@@ -160,6 +178,22 @@ class Forwarding:
         """The codec a source sends (None until its first packet)."""
         source = self._sources.get(stream_id)
         return source.codec if source is not None else None
+
+    def bitrate(self, stream_id: int, now: float) -> int:
+        """A source's average bitrate (bits/s) over the last full window of BITRATE_WINDOW_S."""
+        source = self._sources.get(stream_id)
+        if source is None:
+            return 0
+        self._roll(source, now)
+        return source.last_rate_bps
+
+    @staticmethod
+    def _roll(source: _Source, now: float) -> None:
+        elapsed = now - source.window_start
+        if elapsed >= BITRATE_WINDOW_S:
+            fresh = elapsed < 2 * BITRATE_WINDOW_S  # else nothing came in the last window
+            source.last_rate_bps = int(source.bytes_in * 8 / elapsed) if fresh else 0
+            source.bytes_in, source.window_start = 0, now
 
     def size(self, stream_id: int) -> Size | None:
         source = self._sources.get(stream_id)
@@ -223,6 +257,15 @@ class Forwarding:
         source.last_request = now
         return section.stream_id
 
+    def lost(self, receiver: int, mid: str, seqs: Iterable[int]) -> tuple[int | None, list[int]]:
+        """A receiver's NACK on a section: the stream and the source's own numbers of the
+        packets to send again (those of the section's current run)."""
+        section = self._sections.get(receiver, {}).get(mid)
+        if section is None:
+            return None, []
+        original = [o for o in map(section.original, seqs) if o is not None]
+        return section.stream_id, original
+
     def _want(self, stream_ids: list[int]) -> list[int]:
         out = []
         for stream_id in dict.fromkeys(stream_ids):
@@ -266,6 +309,8 @@ class Forwarding:
                         section.restart()  # a new codec starts over at a keyframe
         assert source.watcher is not None
         out.size = source.watcher.feed(payload)
+        self._roll(source, now)
+        source.bytes_in += len(payload)
         keyframe = keyframe_start(codec, payload)
         waiting = False
         for sections in self._sections.values():

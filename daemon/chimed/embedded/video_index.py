@@ -11,6 +11,7 @@ meeting is at capacity, and the video codecs every receiver can decode.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chime.signaling import signaling_pb2 as pb
@@ -124,12 +125,19 @@ class VideoIndex:
         common = frozenset.intersection(*self._receive_codecs.values())
         return sorted(common)
 
-    def fill(self, index: pb.SdkIndexFrame, attendee_id: str) -> None:
-        """The INDEX content for the session of `attendee_id` (its own camera left out)."""
+    def fill(
+        self,
+        index: pb.SdkIndexFrame,
+        attendee_id: str,
+        bitrate: Callable[[int], int] = lambda _stream_id: 0,
+    ) -> None:
+        """The INDEX content for the session of `attendee_id` (its own camera left out), with
+        each source's average bitrate as `bitrate` (of its stream id) measures it."""
         index.at_capacity = self.at_capacity
         for source in self.sources.values():
             if source.attendee_id == attendee_id:
                 continue
+            source.avg_bitrate_bps = bitrate(source.stream_id)
             index.sources.append(source.descriptor())
             if source.paused_at_source:
                 index.paused_at_source_ids.append(source.stream_id)

@@ -105,7 +105,10 @@ class VideoRouter:
                 transceiver.direction = "sendonly"
                 if mid not in state.egress:
                     egress = shortcuts.forward_egress(
-                        transceiver.sender, mid, functools.partial(self._feedback, state, mid)
+                        transceiver.sender,
+                        mid,
+                        functools.partial(self._feedback, state, mid),
+                        functools.partial(self._nack, state, mid),
                     )
                     if egress is not None:
                         state.egress[mid] = egress
@@ -136,18 +139,17 @@ class VideoRouter:
         for stream_id in self.forwarding(meeting_id).pause(session, stream_ids, paused):
             self.request_keyframe(meeting_id, stream_id)
 
+    def bitrate(self, meeting_id: str, stream_id: int) -> int:
+        """A source's average bitrate now (bits/s; 0 for none)."""
+        forwarding = self._meetings.get(meeting_id)
+        return forwarding.bitrate(stream_id, time.monotonic()) if forwarding is not None else 0
+
     def request_keyframe(self, meeting_id: str, stream_id: int) -> None:
-        sender = next(
-            (
-                s
-                for s in self._sessions.values()
-                if s.meeting_id == meeting_id and s.source == stream_id
-            ),
-            None,
-        )
-        self.forwarding(meeting_id).requested(stream_id, time.monotonic())
+        sender = self._sender(meeting_id, stream_id)
         if sender is not None and sender.ingress is not None and sender.source_ssrc is not None:
             sender.ingress.request_keyframe(sender.source_ssrc)
+            self.forwarding(meeting_id).requested(stream_id, time.monotonic())
+        # else it stays wanted: the source's first packet (its SSRC known) asks for it
 
     def close(self, meeting_id: str, session: int) -> None:
         state = self._sessions.pop((meeting_id, session), None)
@@ -200,6 +202,26 @@ class VideoRouter:
         receiver = self._sessions.get((meeting_id, section.receiver))
         egress = receiver.egress.get(section.mid) if receiver is not None else None
         return egress if egress is not None and egress.ready else None
+
+    def _nack(self, state: _Session, mid: str, lost: list[int]) -> None:
+        """A receiver lost packets on a section: the sender is asked for them again."""
+        stream_id, original = self.forwarding(state.meeting_id).lost(state.session, mid, lost)
+        sender = self._sender(state.meeting_id, stream_id)
+        if original and sender is not None and sender.ingress and sender.source_ssrc is not None:
+            sender.ingress.request_retransmission(sender.source_ssrc, original)
+
+    def _sender(self, meeting_id: str, stream_id: int | None) -> _Session | None:
+        """The session that sends the stream `stream_id`."""
+        if stream_id is None:
+            return None
+        return next(
+            (
+                s
+                for s in self._sessions.values()
+                if s.meeting_id == meeting_id and s.source == stream_id
+            ),
+            None,
+        )
 
     def _feedback(self, state: _Session, mid: str) -> None:
         stream_id = self.forwarding(state.meeting_id).feedback(state.session, mid, time.monotonic())

@@ -24,7 +24,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiortc import RTCBundlePolicy, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from chimed.config import LOOPBACK_MEDIA, MediaConfig
@@ -52,6 +59,13 @@ async def drain_closing(timeout: float = 5.0) -> None:  # noqa: ASYNC109
     """Wait (bounded) for peer connections still closing in the background."""
     if _closing:
         await asyncio.wait(set(_closing), timeout=timeout)
+
+
+def codecs_preferring(codec: str) -> list[RTCRtpCodecCapability]:
+    """aiortc's video codecs, `codec` (VP8, H264) first: what the camera is offered with."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    first = [c for c in codecs if c.mimeType.lower() == f"video/{codec.lower()}"]
+    return first + [c for c in codecs if c not in first]
 
 
 async def drain(track: MediaStreamTrack) -> None:
@@ -90,6 +104,7 @@ class ChimePeer:
         self._gate.muted = muted
         self._transceiver = self._pc.addTransceiver(self._gate, direction="sendrecv")
         self._camera = self._pc.addTransceiver("video", direction="inactive")
+        self._camera.setCodecPreferences(codecs_preferring(media.video_codec))
         self.on_video_track = on_video_track
         self.on_video_size = on_video_size
         self._remote_video: dict[int, tuple[RTCRtpTransceiver, VideoDecodeGate | None]] = {}

@@ -10,15 +10,17 @@ receiver's decoder thread, so aiortc never creates a video decoder for it.
 An egress hook makes a sender with no track a forwarding slot: aiortc's RTP loop (which would
 poll for a track every 20 ms) is replaced by an idle one; `send()` stamps a packet with the
 sender's SSRC and header extensions and sends it through the sender's DTLS transport, keeping
-the counters aiortc's sender reports read; picture loss feedback (PLI, FIR) from the far end
-goes to a callback. The slot's msid stream id is set to `v_<mid>`, as the Chime clients
-expect of the server's answer.
+the counters aiortc's sender reports read. Picture loss feedback (PLI, FIR) from the far end
+goes to a callback, and so do NACKs (forwarded to the sender, whose retransmissions come back
+through the ingress as the packets they repeat). The slot's msid stream id is `v_<mid>`, as
+the Chime clients expect of the server's answer.
 
 On an aiortc/aioice upgrade, re-check (aiortc 1.16): RTCRtpReceiver's `_handle_rtp_packet`,
-`_send_rtcp`, `_send_rtcp_pli` and private `__codecs`, `__remote_streams`, `__rtx_ssrc`,
-`__remote_bitrate_estimator`, `__rtcp_ssrc`; RTCRtpSender's `_run_rtp`, `_handle_rtcp_packet`,
-`_ssrc`, `_stream_id`, `transport` and the private state in SENDER_STATE; RTCDtlsTransport's
-`_send_rtp`, `_set_role`, `_role`; RtpPacket.serialize with a HeaderExtensionsMap.
+`_send_rtcp`, `_send_rtcp_pli`, `_send_rtcp_nack` and private `__codecs`, `__remote_streams`,
+`__rtx_ssrc`, `__remote_bitrate_estimator`, `__rtcp_ssrc`; RTCRtpSender's `_run_rtp`,
+`_handle_rtcp_packet`, `_ssrc`, `_stream_id`, `transport` and the private state in
+rtp_send.SENDER_STATE; RTCDtlsTransport's `_send_rtp`, `_set_role`, `_role`;
+RtpPacket.serialize with a HeaderExtensionsMap.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpRtpfbPacket,
     RtpPacket,
     pack_remb_fci,
     unwrap_rtx,
@@ -71,6 +75,10 @@ class Ingress:
     def request_keyframe(self, media_ssrc: int) -> None:
         """A PLI to the sender of `media_ssrc` (sent once the connection can carry it)."""
         _spawn(self._receiver._send_rtcp_pli(media_ssrc))
+
+    def request_retransmission(self, media_ssrc: int, lost: list[int]) -> None:
+        """A NACK to the sender of `media_ssrc` for these sequence numbers of its own."""
+        _spawn(self._receiver._send_rtcp_nack(media_ssrc, lost))
 
 
 def install_ingress(receiver: Any, on_packet: PacketSink) -> Ingress | None:
@@ -171,9 +179,15 @@ async def _send(transport: Any, data: bytes) -> None:
         pass
 
 
-def install_egress(sender: Any, mid: str, on_keyframe_request: Callable[[], None]) -> Egress | None:
+def install_egress(
+    sender: Any,
+    mid: str,
+    on_keyframe_request: Callable[[], None],
+    on_nack: Callable[[list[int]], None],
+) -> Egress | None:
     """Make `sender` (of the m-section `mid`, no track) a forwarding slot; None when this
-    aiortc is not the expected one (nothing changed)."""
+    aiortc is not the expected one (nothing changed). The far end's picture loss feedback
+    goes to `on_keyframe_request`, its NACKs (the lost sequence numbers) to `on_nack`."""
     state = vars(sender)
     if not all(_SENDER + name in state for name in SENDER_STATE):
         return None
@@ -198,6 +212,12 @@ def install_egress(sender: Any, mid: str, on_keyframe_request: Callable[[], None
                 on_keyframe_request()
             except Exception:
                 log.exception("keyframe request handler failed")
+            return
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            try:
+                on_nack(list(packet.lost))
+            except Exception:
+                log.exception("NACK handler failed")
             return
         await handle_rtcp(packet)
 

@@ -18,6 +18,8 @@ embedded media server's peers), counted per peer engaged or stood aside:
 - decoder_gate: chimed.media.decode_gate
 - video_decoder_gate: chimed.media.decode_gate (per received video stream; with its keyframe
   requests)
+- video_jitter: chimed.media.jitter (per received video stream: frames released on their
+  marker)
 - shallow_jitter: chimed.media.jitter
 - ice_settings: chimed.media.ice (the peer's MediaConfig reaches its aioice connections)
 - forward_receive, forward_send, dtls_passive: chimed.media.rtp_forward (the embedded media
@@ -72,7 +74,7 @@ class Status:
 
 
 # Per received video stream, so only for peers that receive video.
-PER_VIDEO_STREAM = ("video_decoder_gate",)
+PER_VIDEO_STREAM = ("video_decoder_gate", "video_jitter")
 
 _status: dict[str, Status] = {n: Status(n, False) for n in PROCESS_WIDE} | {
     n: Status(n, True) for n in PER_PEER + PER_VIDEO_STREAM
@@ -170,11 +172,13 @@ def install_peer(
 
 
 def video_gate(receiver: Any, on_size: Callable[[int, int], None]) -> VideoDecodeGate | None:
-    """The decoder gate of a received video stream (closed until a view binds), reporting its
+    """chimed's paths for a received video stream: frames released on their RTP marker, and
+    the decoder gate (closed until a view binds), reporting its
     picture size from keyframe headers; None when aiortc's receiver has no decoder queue (then
     every frame is decoded, and sizes come from decoded frames only when viewed)."""
     gate = decode_gate.install_video(receiver, on_size)
     _record("video_decoder_gate", gate, "RTCRtpReceiver has no decoder queue")
+    _record("video_jitter", jitter.install_video(receiver), "RTCRtpReceiver has no jitter buffer")
     return gate
 
 
@@ -218,10 +222,13 @@ def forward_ingress(receiver: Any, on_packet: rtp_forward.PacketSink) -> rtp_for
 
 
 def forward_egress(
-    sender: Any, mid: str, on_keyframe_request: Callable[[], None]
+    sender: Any,
+    mid: str,
+    on_keyframe_request: Callable[[], None],
+    on_nack: Callable[[list[int]], None],
 ) -> rtp_forward.Egress | None:
     """A track-less sender as a forwarding slot (None: it stays aiortc's, sending nothing)."""
-    egress = rtp_forward.install_egress(sender, mid, on_keyframe_request)
+    egress = rtp_forward.install_egress(sender, mid, on_keyframe_request, on_nack)
     _record("forward_send", egress, "RTCRtpSender changed")
     return egress
 

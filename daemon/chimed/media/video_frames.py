@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from chime.v1 import video_pb2
 
 from chimed.errors import InvalidArgument
@@ -70,15 +71,18 @@ class FrameConverter:
         self.max_width = max_width
         self.max_height = max_height
         self._jpeg: Any = None  # the MJPEG encoder for the current size
+        # Its own scaler: a frame's cached one is shared by every view of the frame (and by
+        # an encoder thread that reformats it), each asking for another size and format.
+        self._scaler = VideoReformatter()
 
     def convert(self, frame: av.VideoFrame) -> ConvertedFrame:
         width, height = fit_within(frame.width, frame.height, self.max_width, self.max_height)
         if self.format == RGB24:
-            rgb = frame.reformat(width, height, format="rgb24").to_ndarray()
+            rgb = self._scaler.reformat(frame, width, height, format="rgb24").to_ndarray()
             return ConvertedFrame(rgb.tobytes(), width, height)
         if self.format == I420:
             width, height = width & ~1, height & ~1  # an odd-sized source frame
-            i420 = frame.reformat(width, height, format="yuv420p")
+            i420 = self._scaler.reformat(frame, width, height, format="yuv420p")
             return ConvertedFrame(_packed(i420), width, height)
         return ConvertedFrame(self._encode_jpeg(frame, width, height), width, height)
 
@@ -91,7 +95,9 @@ class FrameConverter:
             encoder.time_base = fractions.Fraction(1, 90_000)
             encoder.qmin = encoder.qmax = JPEG_QUALITY  # a fixed quality, whatever the rate
             self._jpeg = encoder
-        picture = frame.reformat(width, height, format="yuvj420p")
+        picture = self._scaler.reformat(frame, width, height, format="yuvj420p")
+        if picture is frame:  # already yuvj420p at that size: the frame is not ours to stamp
+            picture = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuvj420p")
         picture.pts = None
         return b"".join(bytes(packet) for packet in encoder.encode(picture))
 

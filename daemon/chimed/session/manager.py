@@ -270,6 +270,7 @@ class ManagedSession:
                 )
             elif state == session_pb2.SESSION_STATE_STARTED:
                 out.append(("audio_session_started", events_pb2.AudioSessionStarted()))
+            out.extend(self.video.av_snapshot())
         elif kind is ObserverKind.TILE:
             out.extend(self.video.snapshot())
         elif kind is ObserverKind.REALTIME:

@@ -29,7 +29,7 @@ from chime.v1 import events_pb2, session_pb2, types_pb2
 from google.protobuf.message import Message
 
 from chimed.devices import video_opening
-from chimed.devices.video_ids import parse
+from chimed.devices.video_ids import DEFAULT_FPS, parse
 from chimed.devices.video_inputs import FramesSource, VideoInput
 from chimed.devices.video_listing import video_devices
 from chimed.errors import ChimedError, FailedPrecondition, InvalidArgument, NotFound
@@ -108,6 +108,18 @@ def _openable_as_listed(device_id: str) -> bool:
     return device_id != "virtual:frames"  # fed by StreamInput only
 
 
+def _remote(sources: list[sig.SdkStreamDescriptor]) -> list[types_pb2.RemoteVideoSource]:
+    return [
+        types_pb2.RemoteVideoSource(
+            attendee=types_pb2.AttendeeInfo(
+                attendee_id=s.attendee_id, external_user_id=s.external_user_id
+            ),
+            stream_id=s.stream_id,
+        )
+        for s in sources
+    ]
+
+
 class SessionVideo:
     def __init__(
         self,
@@ -131,10 +143,13 @@ class SessionVideo:
         self.remote_on = False
         self._index: sig.SdkIndexFrame | None = None
         self._sources: dict[int, sig.SdkStreamDescriptor] = {}
+        self._announced: dict[int, sig.SdkStreamDescriptor] = {}  # remote sources reported
+        self._can_send = True  # the camera send availability reported
         self._remote: dict[int, RemoteStream] = {}
         self._local_views: set[View] = set()
         self._session_on = False  # the video session (audio-video observer)
         self._connecting = False  # video_session_started not yet reported
+        self._status = st.session_status(st.OK, "")  # what video_session_started said
         self._dirty = False
         self._negotiation: asyncio.Task[None] | None = None
         self._switching = asyncio.Lock()
@@ -159,6 +174,25 @@ class SessionVideo:
 
     def snapshot(self) -> list[TileEvent]:
         return self.tiles.snapshot()
+
+    def av_snapshot(self) -> list[tuple[str, Message]]:
+        """The video state for a new audio-video observer: the remote sources, whether a
+        camera can be sent (when not), the video session."""
+        out: list[tuple[str, Message]] = []
+        if self._announced:
+            sources = _remote(list(self._announced.values()))
+            available = events_pb2.RemoteVideoSourcesAvailable(sources=sources)
+            out.append(("remote_video_sources_available", available))
+        if not self._can_send:
+            update = events_pb2.CameraSendAvailabilityUpdated(available=False)
+            out.append(("camera_send_availability_updated", update))
+        if self._connecting:
+            connecting = events_pb2.VideoSessionStartedConnecting()
+            out.append(("video_session_started_connecting", connecting))
+        elif self._session_on:
+            started = events_pb2.VideoSessionStarted(status=self._status)
+            out.append(("video_session_started", started))
+        return out
 
     def _update_session(self, status: types_pb2.SessionStatus | None = None) -> None:
         """Report the video session going on (connecting) or off (stopped)."""
@@ -252,10 +286,15 @@ class SessionVideo:
         if frame_format not in (I420, RGB24):
             raise InvalidArgument("format must be FRAME_FORMAT_I420 or FRAME_FORMAT_RGB24")
         source = self._frames_source(width, height)
-        device_id = f"virtual:frames?width={width}&height={height}"
+        # The session's virtual:frames id keeps its rate when the size is the same.
+        current = parse(self.device_id)
+        fps = current.fps if current.name == "frames" else DEFAULT_FPS
+        device_id = self.device_id
+        if (current.name, current.width, current.height) != ("frames", width, height):
+            device_id = f"virtual:frames?width={width}&height={height}&fps={fps:g}"
         async with self._switching:
             if source is None:
-                source = FramesSource(width, height)
+                source = FramesSource(width, height, fps)
                 if self.local_on:
                     self.local.set_source(source)
                 else:
@@ -304,6 +343,7 @@ class SessionVideo:
             return False
         index = self._index or sig.SdkIndexFrame()
         self._sources = wanted_sources(index, self._core.config.attendee_id)
+        self._announce(index)
         wanted = list(self._sources) if self.remote_on else []
         for stream_id in list(self._remote):
             if stream_id not in wanted:
@@ -317,6 +357,24 @@ class SessionVideo:
             return False
         self._renegotiate()
         return True
+
+    def _announce(self, index: sig.SdkIndexFrame) -> None:
+        """The SDK's remoteVideoSourcesDidChange and cameraSendAvailabilityDidChange: the
+        sources that came and went, whether a camera can be sent (the index's capacity)."""
+        gone = [s for i, s in self._announced.items() if i not in self._sources]
+        came = [s for i, s in self._sources.items() if i not in self._announced]
+        self._announced = dict(self._sources)
+        if gone:
+            unavailable = events_pb2.RemoteVideoSourcesUnavailable(sources=_remote(gone))
+            self._emit_av("remote_video_sources_unavailable", unavailable)
+        if came:
+            available = events_pb2.RemoteVideoSourcesAvailable(sources=_remote(came))
+            self._emit_av("remote_video_sources_available", available)
+        can_send = not index.at_capacity
+        if can_send != self._can_send:
+            self._can_send = can_send
+            update = events_pb2.CameraSendAvailabilityUpdated(available=can_send)
+            self._emit_av("camera_send_availability_updated", update)
 
     def _drop_remote(self, stream: RemoteStream, reason: str) -> None:
         self._end_views(stream.views, reason)
@@ -366,40 +424,37 @@ class SessionVideo:
             self._dirty = False
             try:
                 await self._core.renegotiate()
-            except (ChimedError, TimeoutError) as e:
-                log.info("video resubscribe of %s failed: %s", self._core.config.attendee_id, e)
+            except Exception as e:  # the session stopping under it, mostly
+                log.info("video resubscribe of %s failed: %r", self._core.config.attendee_id, e)
                 return
 
     def _on_subscribe_ack(self, frame: sig.SdkSignalFrame) -> None:
         if frame.error.status == VIEW_ONLY and self.local_on:
             self._stop_local("video at capacity: view only")
             self._session_on = True
-            self._connecting = False
-            self._emit_av(
-                "video_session_started",
-                events_pb2.VideoSessionStarted(
-                    status=st.session_status(VIEW_ONLY_STATUS, frame.error.description)
-                ),
-            )
+            self._report_started(st.session_status(VIEW_ONLY_STATUS, frame.error.description))
             self._renegotiate()  # the camera slot goes inactive
             return
         self._connected_once()
 
     def _connected_once(self) -> None:
         if self._connecting:
-            self._connecting = False
-            self._emit_av(
-                "video_session_started",
-                events_pb2.VideoSessionStarted(status=st.session_status(st.OK, "")),
-            )
+            self._report_started(st.session_status(st.OK, ""))
+
+    def _report_started(self, status: types_pb2.SessionStatus) -> None:
+        self._connecting = False
+        self._status = status
+        self._emit_av("video_session_started", events_pb2.VideoSessionStarted(status=status))
 
     def _on_started(self) -> None:
         # The INDEX received while joining is applied now (the web client parks it too).
         self._update_session()
-        if self._session_on and not self._apply_index():
+        if not self._apply_index() and self._session_on:
             self._connected_once()
 
     def _on_stopped(self, status: types_pb2.SessionStatus) -> None:
+        self._announced = {}
+        self._can_send = True
         if self.local_on:
             self._stop_local("the session stopped")
         for stream in list(self._remote.values()):

@@ -63,6 +63,7 @@ class ChimedPage extends EventTarget {
     this._tiles = new Map(); // tileId -> tile summary
     this.localMuted = false;
     this.cameraOn = false;
+    this.sharing = false;
   }
 
   // --- state for tests (plain JSON-friendly copies) ------------------------------------------
@@ -398,6 +399,36 @@ class ChimedPage extends EventTarget {
     this._changed('camera');
   }
 
+  /**
+   * Shares a drawn picture (`width` x `height`, a moving bar on a canvas) as content: the SDK's
+   * second session, attendee `<self>#content`, which the others see as a content tile.
+   */
+  async shareContent(width = 640, height = 360) {
+    if (!this.session) throw new Error('not in a meeting');
+    const canvas = document.createElement('canvas');
+    canvas.width = width;
+    canvas.height = height;
+    const ctx = canvas.getContext('2d');
+    let x = 0;
+    this._contentTimer = setInterval(() => {
+      ctx.fillStyle = '#234';
+      ctx.fillRect(0, 0, width, height);
+      ctx.fillStyle = '#fc3';
+      ctx.fillRect((x += 8) % width, 0, 40, height);
+    }, 66);
+    await this.session.audioVideo.startContentShare(canvas.captureStream(15));
+    this.sharing = true;
+    this._changed('content');
+  }
+
+  stopContent() {
+    if (!this.session) return;
+    this.session.audioVideo.stopContentShare();
+    clearInterval(this._contentTimer);
+    this.sharing = false;
+    this._changed('content');
+  }
+
   /** Leaves the meeting; resolves once the SDK reports the session stopped. */
   async leave(timeoutMs = 10000) {
     if (!this.session) return this.state;
@@ -411,6 +442,9 @@ class ChimedPage extends EventTarget {
     if (!session) return;
     this.session = null;
     this.cameraOn = false;
+    if (this.sharing) session.audioVideo.stopContentShare();
+    clearInterval(this._contentTimer);
+    this.sharing = false;
     session.audioVideo.unbindAudioElement();
     session.audioVideo.stopVideoInput().catch(() => {});
     session.audioVideo.stopAudioInput().catch(() => {});

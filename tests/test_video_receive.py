@@ -1,6 +1,6 @@
-"""The decoder gate of a received video stream, in memory: nothing reaches the decoder while
-no view is bound, sizes come from keyframe headers, keyframes are asked for, and decoding
-starts on a keyframe."""
+"""A received video stream's paths, in memory: the jitter buffer releases a frame on its
+last packet; the decoder gate lets nothing reach the decoder while no view is bound, reads
+sizes from keyframe headers, asks for keyframes and starts decoding on one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import queue
 from dataclasses import dataclass
 from typing import Any
 
+from aiortc.rtp import RtpPacket
 from chimed.media.decode_gate import VideoDecodeGate
+from chimed.media.jitter import MarkerJitterBuffer
 
 from tests.test_video_frames import encoded
 
@@ -57,3 +59,29 @@ def test_decoding_starts_on_a_keyframe() -> None:
     gate.set_decoding(False)
     gate.put((VP8, Frame(inter)))
     assert inner.empty()
+
+
+def rtp(seq: int, timestamp: int, marker: bool, data: bytes) -> RtpPacket:
+    packet = RtpPacket(sequence_number=seq, timestamp=timestamp, marker=int(marker))
+    packet._data = data  # type: ignore[attr-defined]  # noqa: SLF001 (what the receiver depayloads)
+    return packet
+
+
+def test_a_frame_is_released_on_its_last_packet() -> None:
+    buffer = MarkerJitterBuffer()
+    assert buffer.add(rtp(10, 900, False, b"a")) == (False, None)
+    _, frame = buffer.add(rtp(11, 900, True, b"b"))
+    assert frame is not None and (frame.data, frame.timestamp) == (b"ab", 900)
+    # Out of order: the frame is whole when its missing middle packet comes.
+    assert buffer.add(rtp(12, 1800, False, b"c"))[1] is None
+    assert buffer.add(rtp(14, 1800, True, b"e"))[1] is None
+    frame = buffer.add(rtp(13, 1800, False, b"d"))[1]
+    assert frame is not None and frame.data == b"cde"
+    assert buffer.early == 2
+
+
+def test_without_markers_frames_come_as_aiortc_releases_them() -> None:
+    buffer = MarkerJitterBuffer()
+    assert buffer.add(rtp(1, 900, False, b"a"))[1] is None
+    frame = buffer.add(rtp(2, 1800, False, b"b"))[1]  # the next frame's first packet
+    assert frame is not None and frame.data == b"a" and buffer.early == 0
