@@ -347,7 +347,8 @@ def feed_latency(
     """Latency from the source to the view for frames fed from `start` on. The source sends
     the newest frame fed at each of its ticks, so frame n left between the feeds of n and
     n + 1: the figure takes the middle (within half a feed period, `resolution_ms`), beside
-    the bounds (feed of n, feed of n + 1, to the arrival)."""
+    the bounds (feed of n, feed of n + 1, to the arrival; a path faster than the feed period
+    gives a lower bound below zero)."""
     arrived = arrivals.first
     seen = [n for n in sorted(arrived) if fed.get(n, 0.0) >= start and n + 1 in fed]
     return {
