@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+import sys
 from pathlib import Path
 
 import av
@@ -245,6 +246,8 @@ def test_parse_video_device_ids() -> None:
         ("x11:99", InvalidArgument, "display must look like"),
         ("x11::0?width=640", InvalidArgument, "height is missing"),
         ("v4l2:video0", InvalidArgument, "device path like /dev/video0"),
+        ("avf:FaceTime", InvalidArgument, "AVFoundation index like 0"),
+        ("avf:0?zoom=2", InvalidArgument, "unknown parameter.*zoom"),
         ("virtual:hologram", NotFound, "unknown video device"),
         ("webcam:front", NotFound, "unknown video device"),
     ],
@@ -279,6 +282,21 @@ async def test_open_virtual_sources(tmp_path: Path) -> None:
         frame = await source.recv()
         source.stop()
         assert (frame.width, frame.height) == (64, 48)
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS has AVFoundation cameras")
+def test_avfoundation_camera_elsewhere_than_macos() -> None:
+    """macOS cameras (avf:<index>) through FFmpeg's avfoundation input: parsed everywhere,
+    listed and opened only where that input exists; here it is refused before any device."""
+    parsed = video_ids.parse("avf:1?fps=30&width=1280&height=720")
+    assert (parsed.scheme, parsed.name, parsed.fps) == ("avf", "1", 30.0)
+    assert (parsed.width, parsed.height) == (1280, 720)
+    assert video_opening.blocks("avf:0")
+    with pytest.raises(NotFound, match="this FFmpeg has no avfoundation input"):
+        video_opening.open_video_input("avf:0")
+    with pytest.raises(NotFound, match="no AVFoundation here"):
+        video_opening.check_present("avf:0")
+    assert not [d for d in video_listing.video_devices() if d.id.startswith("avf:")]
 
 
 def test_video_devices_list_the_virtual_sources() -> None:

@@ -8,6 +8,7 @@ Device ids:
   x11:<display>[?fps=15&width=&height=]          an X11 screen, e.g. "x11::99"; width and
                                                   height (both or neither) crop to the top left
   v4l2:<path>[?fps=15&width=&height=]            a V4L2 camera, e.g. "v4l2:/dev/video0"
+  avf:<index>[?fps=15&width=&height=]            an AVFoundation camera (macOS), e.g. "avf:0"
 Parameter values are URL-encoded (urllib.parse.quote) when they contain '&', '=', '#' or '%'.
 
 Errors: an unknown device (scheme or virtual source) or one that is not there (file, display,
@@ -39,6 +40,7 @@ _PARAMS = {
     "frames": {"width", "height", "fps"},
     "x11": {"width", "height", "fps"},
     "v4l2": {"width", "height", "fps"},
+    "avf": {"width", "height", "fps"},
 }
 _DISPLAY = re.compile(r"[A-Za-z0-9.-]*:\d+(\.\d+)?")
 _CAMERA = re.compile(r"/dev/[A-Za-z0-9_./-]+")
@@ -62,9 +64,9 @@ class VideoDeviceId:
 def parse(device_id: str) -> VideoDeviceId:
     """Parse and validate `device_id` (see the module doc); nothing is opened."""
     scheme, sep, rest = device_id.partition(":")
-    if not sep or scheme not in ("virtual", "x11", "v4l2"):
+    if not sep or scheme not in ("virtual", "x11", "v4l2", "avf"):
         raise NotFound(
-            f"unknown video device {device_id!r}: ids start with virtual:, x11: or v4l2:"
+            f"unknown video device {device_id!r}: ids start with virtual:, x11:, v4l2: or avf:"
         )
     name, _, query = rest.partition("?")
     try:
@@ -78,6 +80,8 @@ def parse(device_id: str) -> VideoDeviceId:
         )
     if scheme == "x11" and not _DISPLAY.fullmatch(name):
         raise InvalidArgument(f"{device_id}: the display must look like ':99' or 'host:0.0'")
+    if scheme == "avf" and not name.isdigit():
+        raise InvalidArgument(f"{device_id}: the camera must be an AVFoundation index like 0")
     if scheme == "v4l2" and not _CAMERA.fullmatch(name):
         raise InvalidArgument(f"{device_id}: the camera must be a device path like /dev/video0")
     unknown = sorted(set(params) - _PARAMS[kind])

@@ -499,7 +499,7 @@ class CameraSource(CaptureSource):
         check_fps(fps)
         if not os.path.exists(path):
             raise NotFound(f"no camera at {path}: the device does not exist")
-        if not any("video4linux2" in name.split(",") for name in av.formats_available):
+        if not ffmpeg_has_input("video4linux2"):
             raise NotFound(f"cannot open camera {path}: this FFmpeg has no video4linux2 input")
         options = {"framerate": f"{fps:g}"}
         if size is not None:
@@ -508,3 +508,24 @@ class CameraSource(CaptureSource):
         super().__init__(
             path, "video4linux2", options, fps, functools.partial(os.path.exists, path)
         )
+
+
+def ffmpeg_has_input(name: str) -> bool:
+    """Whether this PyAV's FFmpeg has the input format `name` (listed as "name,alias")."""
+    return any(name in listed.split(",") for listed in av.formats_available)
+
+
+class MacCameraSource(CaptureSource):
+    """An AVFoundation camera (macOS) by its index, at the size and rate asked when it offers
+    them. Elsewhere FFmpeg has no avfoundation input and opening is NotFound."""
+
+    def __init__(self, index: int, fps: float = 15.0, size: tuple[int, int] | None = None) -> None:
+        check_fps(fps)
+        if not ffmpeg_has_input("avfoundation"):
+            raise NotFound(f"cannot open camera {index}: this FFmpeg has no avfoundation input")
+        # nv12 is what AVFoundation cameras deliver without a conversion in FFmpeg.
+        options = {"framerate": f"{fps:g}", "pixel_format": "nv12"}
+        if size is not None:
+            check_size(*size)
+            options["video_size"] = f"{size[0]}x{size[1]}"
+        super().__init__(f"{index}:none", "avfoundation", options, fps)

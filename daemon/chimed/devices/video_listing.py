@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 
 from chime.v1 import types_pb2
 
 from chimed.devices.video_ids import VIRTUAL_SOURCES
-from chimed.devices.video_inputs import X11_SOCKETS
+from chimed.devices.video_inputs import X11_SOCKETS, ffmpeg_has_input
 
 
 def _device(
@@ -40,12 +41,20 @@ def cameras(pattern: str = "/dev/video*") -> list[str]:
     return sorted(glob.glob(pattern))
 
 
+def mac_cameras() -> list[str]:
+    """AVFoundation camera indexes to offer: the default camera (index 0) on macOS when FFmpeg
+    has the avfoundation input (FFmpeg lists devices only into its log, so no more are
+    guessed); none elsewhere."""
+    return ["0"] if sys.platform == "darwin" and ffmpeg_has_input("avfoundation") else []
+
+
 def video_devices() -> list[types_pb2.MediaDevice]:
     """Cameras, then X11 screens, then the virtual sources."""
     other = types_pb2.MEDIA_DEVICE_TYPE_OTHER
     external = types_pb2.MEDIA_DEVICE_TYPE_VIDEO_EXTERNAL_CAMERA
     return [
         *(_device(f"v4l2:{path}", f"Camera {path}", external, False) for path in cameras()),
+        *(_device(f"avf:{i}", f"AVFoundation camera {i}", external, False) for i in mac_cameras()),
         *(_device(f"x11:{d}", f"X11 screen {d}", other, False) for d in x11_displays()),
         *(_device(f"virtual:{k}", v, other, True) for k, v in VIRTUAL_SOURCES.items()),
     ]

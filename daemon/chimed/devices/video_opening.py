@@ -9,9 +9,11 @@ from chimed.devices.video_inputs import (
     CameraSource,
     FileSource,
     FramesSource,
+    MacCameraSource,
     PatternSource,
     ScreenSource,
     VideoInput,
+    ffmpeg_has_input,
     x11_present,
 )
 from chimed.errors import NotFound
@@ -20,7 +22,7 @@ from chimed.errors import NotFound
 def blocks(device_id: str) -> bool:
     """Whether opening `device_id` blocks (a file decodes its first frame, a screen or camera
     connects), so that an event loop should open it in a worker thread."""
-    return device_id.startswith(("virtual:file", "x11:", "v4l2:"))
+    return device_id.startswith(("virtual:file", "x11:", "v4l2:", "avf:"))
 
 
 def open_video_input(device_id: str, label: str = "") -> VideoInput:
@@ -32,6 +34,8 @@ def open_video_input(device_id: str, label: str = "") -> VideoInput:
         return ScreenSource(parsed.name, parsed.fps, size)
     if parsed.scheme == "v4l2":
         return CameraSource(parsed.name, parsed.fps, size)
+    if parsed.scheme == "avf":
+        return MacCameraSource(int(parsed.name), parsed.fps, size)
     if parsed.name == "file":
         return FileSource(parsed.path, loop=parsed.loop)
     assert size is not None
@@ -50,6 +54,8 @@ def check_present(device_id: str) -> None:
         missing = f"no file {parsed.path}"
     elif parsed.scheme == "v4l2" and not os.path.exists(parsed.name):
         missing = f"no camera {parsed.name}"
+    elif parsed.scheme == "avf" and not ffmpeg_has_input("avfoundation"):
+        missing = "no AVFoundation here (macOS cameras only)"
     elif parsed.scheme == "x11" and not x11_present(parsed.name):
         missing = f"no X server on display {parsed.name}"
     if missing:
