@@ -171,7 +171,7 @@ async def test_stream_input_frames_become_the_local_tile(chimed: AsyncChimed) ->
                 session_id=sid, format=RGB24, width=160, height=120, data=red.tobytes()
             )
         feeding.set()
-        await asyncio.sleep(3600)  # the stream stays open: the picture stays
+        await asyncio.get_running_loop().create_future()  # held open: the picture stays
 
     call = chimed.video.StreamInput(frames())
     await feeding.wait()

@@ -159,6 +159,9 @@ class Forwarding:
         self._sources: dict[int, _Source] = {}
         self._sections: dict[int, dict[str, Section]] = {}  # receiver -> mid -> section
         self._paused: dict[int, set[int]] = {}  # receiver -> stream ids it paused
+        # stream id -> the sections showing it, derived from _sections when they change
+        # (negotiations), so that a packet touches only its own stream's sections.
+        self._showing: dict[int, list[Section]] = {}
 
     # --- sources ---------------------------------------------------------------------------
     def add_source(self, stream_id: int) -> None:
@@ -166,10 +169,8 @@ class Forwarding:
 
     def remove_source(self, stream_id: int) -> None:
         self._sources.pop(stream_id, None)
-        for sections in self._sections.values():
-            for section in sections.values():
-                if section.stream_id == stream_id:
-                    section.restart()
+        for section in self._showing.get(stream_id, ()):
+            section.restart()
 
     def source_ids(self) -> list[int]:
         return list(self._sources)
@@ -218,11 +219,20 @@ class Forwarding:
                     wanted.append(section.stream_id)
             new[section.mid] = section
         self._sections[receiver] = new
+        self._index()
         return self._want(wanted)
 
     def remove_receiver(self, receiver: int) -> None:
         self._sections.pop(receiver, None)
         self._paused.pop(receiver, None)
+        self._index()
+
+    def _index(self) -> None:
+        showing: dict[int, list[Section]] = {}
+        for sections in self._sections.values():
+            for section in sections.values():
+                showing.setdefault(section.stream_id, []).append(section)
+        self._showing = showing
 
     def sections(self, receiver: int) -> list[Section]:
         return list(self._sections.get(receiver, {}).values())
@@ -303,35 +313,30 @@ class Forwarding:
         if codec != source.codec:
             source.codec = codec
             source.watcher = SizeWatcher(codec)
-            for sections in self._sections.values():
-                for section in sections.values():
-                    if section.stream_id == stream_id:
-                        section.restart()  # a new codec starts over at a keyframe
+            for section in self._showing.get(stream_id, ()):
+                section.restart()  # a new codec starts over at a keyframe
         assert source.watcher is not None
         out.size = source.watcher.feed(payload)
         self._roll(source, now)
         source.bytes_in += len(payload)
         keyframe = keyframe_start(codec, payload)
         waiting = False
-        for sections in self._sections.values():
-            for section in sections.values():
-                if section.stream_id != stream_id:
-                    continue
-                payload_type = section.payload_types.get(codec)
-                if payload_type is None:
-                    continue  # that receiver cannot decode what this sender sends
-                if not connected(section):
-                    section.connected = False
-                    section.restart()
-                    continue
-                if not section.connected:
-                    section.connected = True
-                    source.wanted = source.wanted or not section.paused  # its first picture
-                numbers = section.rewrite(seq, timestamp, keyframe, now)
-                if numbers is not None:
-                    out.outgoing.append(Outgoing(section, payload_type, *numbers))
-                elif section.waiting and not section.paused:
-                    waiting = True
+        for section in self._showing.get(stream_id, ()):
+            payload_type = section.payload_types.get(codec)
+            if payload_type is None:
+                continue  # that receiver cannot decode what this sender sends
+            if not connected(section):
+                section.connected = False
+                section.restart()
+                continue
+            if not section.connected:
+                section.connected = True
+                source.wanted = source.wanted or not section.paused  # its first picture
+            numbers = section.rewrite(seq, timestamp, keyframe, now)
+            if numbers is not None:
+                out.outgoing.append(Outgoing(section, payload_type, *numbers))
+            elif section.waiting and not section.paused:
+                waiting = True
         if source.wanted or (waiting and now - source.last_request >= KEYFRAME_RETRY_S):
             out.keyframe_wanted = True
             self.requested(stream_id, now)
